@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""psycogreen-core: run psycopg2 under coroutine schedulers behind its blocking API.
+
+Core holds the one poll state machine psycopg2's wait callback runs, the patch registry, the
+run-time checks of psycopg2, and a scheduler-free callback. The backends
+(``psycogreen.gevent``, ``psycogreen.eventlet``, ``psycogreen.uwsgi``) only supply the waits.
+Core never imports a scheduler.
+"""
+
+from __future__ import annotations
+
+from psycogreen.core.__about__ import __version__
+from psycogreen.core._blocking import wait_callback
+from psycogreen.core._compat import check_psycopg
+from psycogreen.core._detect import SCHEDULERS, detect_scheduler, get_backend
+from psycogreen.core._errors import (
+    PatchConflictError,
+    PsycogreenError,
+    PsycopgIncompatibleError,
+    PsycopgNotFoundError,
+    SchedulerNotFoundError,
+)
+from psycogreen.core._poll import make_wait_callback, set_cancel_timeout
+from psycogreen.core._registry import (
+    current_scheduler,
+    is_patched,
+    patch,
+    register_backend,
+    unpatch,
+)
+from psycogreen.core._timeout import timeout
+from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
+
+__all__ = [
+    "SCHEDULERS",
+    "PatchConflictError",
+    "PollingConnection",
+    "PsycogreenError",
+    "PsycopgIncompatibleError",
+    "PsycopgNotFoundError",
+    "SchedulerNotFoundError",
+    "WaitCallback",
+    "WaitFunc",
+    "__version__",
+    "check_psycopg",
+    "current_scheduler",
+    "detect_scheduler",
+    "get_backend",
+    "is_patched",
+    "make_wait_callback",
+    "patch",
+    "patch_psycopg",
+    "register_backend",
+    "set_cancel_timeout",
+    "timeout",
+    "unpatch",
+    "wait_callback",
+]
+
+
+def patch_psycopg(scheduler: str | None = None, *, force: bool = False) -> str:
+    """Make psycopg2 wait through ``scheduler`` and return the name patched for.
+
+    :param scheduler: ``"gevent"``, ``"eventlet"``, ``"uwsgi"``, ``"blocking"`` (core's
+        scheduler-free callback), or ``None`` to use the scheduler the program has
+        monkey-patched (``"blocking"`` if none).
+    :param force: replace a foreign or conflicting wait callback instead of refusing.
+    :raises SchedulerNotFoundError: the backend for ``scheduler`` is not installed.
+    :raises PatchConflictError: see :func:`patch`.
+
+    .. versionadded:: 1.0
+    """
+    name = scheduler or detect_scheduler() or "blocking"
+    if name == "blocking":
+        patch("blocking", force=force)
+    else:
+        get_backend(name).patch_psycopg(force=force)
+    return name

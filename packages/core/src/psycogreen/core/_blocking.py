@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""A scheduler-free wait callback, for programs with no coroutine scheduler.
+
+It waits with ``poll(2)`` (no 1023 fd limit, unlike ``select()`` in
+``psycopg2.extras.wait_select``) and turns Ctrl-C during a query into a server-side cancel:
+psycopg2 raises ``QueryCanceled`` and the connection stays usable after ``rollback()``.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+
+from psycogreen.core._poll import make_wait_callback
+from psycogreen.core._registry import register_backend
+
+__all__ = ["wait_callback"]
+
+if hasattr(select, "poll"):
+    _READ = select.POLLIN | select.POLLERR | select.POLLHUP
+    _WRITE = select.POLLOUT | select.POLLERR | select.POLLHUP
+
+    def _wait(fd: int, events: int, timeout: float | None) -> bool:
+        poller = select.poll()
+        poller.register(fd, events)
+        # poll() takes whole milliseconds; rounding down would wake up early and spin.
+        return bool(poller.poll(None if timeout is None else math.ceil(timeout * 1000)))
+
+    def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
+        return _wait(fd, _READ, timeout)
+
+    def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
+        return _wait(fd, _WRITE, timeout)
+
+else:  # pragma: no cover (Windows: no poll(); its select() has no fd-number limit)
+
+    def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
+        readable, _, failed = select.select([fd], [], [fd], timeout)
+        return bool(readable or failed)
+
+    def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
+        _, writable, failed = select.select([], [fd], [fd], timeout)
+        return bool(writable or failed)
+
+
+wait_callback = make_wait_callback(
+    _wait_read,
+    _wait_write,
+    name="wait_callback",
+    module="psycogreen.core",
+    keep_connection_on=(KeyboardInterrupt,),
+)
+register_backend("blocking", wait_callback)

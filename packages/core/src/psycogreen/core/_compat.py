@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Run-time checks of psycopg2: present, new enough, with the constants core relies on.
+
+psycogreen depends on neither ``psycopg2`` nor ``psycopg2-binary`` (users choose, and the two
+overwrite each other's files), so whether one is importable is only known at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+from psycogreen.core._errors import PsycopgIncompatibleError, PsycopgNotFoundError
+
+__all__ = ["POLL_OK", "POLL_READ", "POLL_WRITE", "STATUS_SETUP", "check_psycopg"]
+
+# The values of psycopg2.extensions.POLL_* and STATUS_SETUP (psycopg2's ``psycopg/psycopg.h``).
+# Core keeps them as plain ints so that the hot path needs no attribute lookups and importing
+# core does not import psycopg2; check_psycopg() verifies them against the real module.
+POLL_OK = 0
+POLL_READ = 1
+POLL_WRITE = 2
+STATUS_SETUP = 0
+
+_INSTALL = "install one of them: pip install psycopg2-binary (or psycopg2, built against your libpq)"
+
+
+@functools.cache
+def check_psycopg() -> ModuleType:
+    """Return ``psycopg2.extensions`` once psycopg2 is known to support wait callbacks.
+
+    :raises PsycopgNotFoundError: psycopg2 cannot be imported.
+    :raises PsycopgIncompatibleError: psycopg2 has no ``set_wait_callback`` (it appeared in 2.2)
+        or its constants differ from the ones core relies on.
+
+    .. versionadded:: 1.0
+    """
+    try:
+        import psycopg2  # noqa: PLC0415 (psycopg2 is optional: imported on first use only)
+        import psycopg2.extensions  # noqa: PLC0415
+    except ImportError as exc:
+        message = f"psycogreen needs psycopg2, which cannot be imported ({exc}); {_INSTALL}"
+        raise PsycopgNotFoundError(message) from exc
+    ext = psycopg2.extensions
+    version = getattr(psycopg2, "__version__", "unknown")
+    for name in ("set_wait_callback", "get_wait_callback"):
+        if not hasattr(ext, name):
+            message = (
+                f"psycopg2 {version} has no psycopg2.extensions.{name}: it cannot run under a "
+                f"coroutine scheduler; upgrade it: pip install -U psycopg2-binary (or psycopg2)"
+            )
+            raise PsycopgIncompatibleError(message)
+    expected = {
+        "POLL_OK": POLL_OK,
+        "POLL_READ": POLL_READ,
+        "POLL_WRITE": POLL_WRITE,
+        "STATUS_SETUP": STATUS_SETUP,
+    }
+    for name, value in expected.items():
+        actual = getattr(ext, name, None)
+        if actual != value:
+            message = (
+                f"psycopg2 {version} defines extensions.{name} = {actual!r}, psycogreen expects "
+                f"{value!r}: this psycopg2 is not supported; please report it"
+            )
+            raise PsycopgIncompatibleError(message)
+    return ext

@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The poll state machine: the one loop every psycogreen wait callback runs.
+
+psycopg2 calls the wait callback whenever libpq would block (connect, every query and internal
+command, named-cursor fetches; psycopg2 ``green.c``). The callback drives ``conn.poll()`` until
+``POLL_OK`` and, in between, waits until the socket is readable or writable. A backend supplies
+only those two waits; every state, error and interruption path lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NoReturn
+
+from psycogreen.core import _cancel
+from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP
+from psycogreen.core._timeout import current_timeout
+from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
+
+__all__ = ["make_wait_callback", "set_cancel_timeout"]
+
+_cancel_timeout = _cancel.DEFAULT_CANCEL_TIMEOUT
+
+
+def set_cancel_timeout(seconds: float) -> None:
+    """Set how long a server-side cancel may take before psycogreen gives up (default 2 s).
+
+    The bound covers sending the cancel request and, after a timeout, the server's answer to
+    it: a server that does not answer within it is treated as gone and the connection is closed.
+
+    .. versionadded:: 1.0
+    """
+    global _cancel_timeout  # noqa: PLW0603 (one process-wide setting, like the callback itself)
+    if not seconds > 0:
+        message = f"cancel timeout must be a positive number of seconds, not {seconds!r}"
+        raise ValueError(message)
+    _cancel_timeout = float(seconds)
+
+
+def make_wait_callback(
+    wait_read: WaitFunc,
+    wait_write: WaitFunc,
+    *,
+    name: str = "wait_callback",
+    module: str = __name__,
+    keep_connection_on: tuple[type[BaseException], ...] = (),
+) -> WaitCallback:
+    """Build a psycopg2 wait callback that waits with ``wait_read`` and ``wait_write``.
+
+    :param wait_read: wait until an fd is readable (see :class:`~psycogreen.core.WaitFunc`).
+    :param wait_write: wait until an fd is writable.
+    :param name: the callback's ``__name__`` (the 1.x names: ``gevent_wait_callback``, ...).
+    :param module: the callback's ``__module__``.
+    :param keep_connection_on: exceptions that, raised by a wait, cancel the statement on the
+        server and keep the connection (psycopg2 then raises ``QueryCanceled``). Any other
+        exception cancels the statement too and propagates unchanged, which makes psycopg2
+        close the connection.
+    :return: a callback for ``psycopg2.extensions.set_wait_callback``.
+
+    .. versionadded:: 1.0
+    """
+
+    def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:
+        try:
+            poll = conn.poll
+            fileno = conn.fileno
+        except AttributeError:
+            _not_a_connection(conn)
+        if timeout is None:
+            timeout = current_timeout()
+        if timeout is not None:
+            _wait_with_deadline(conn, wait_read, wait_write, timeout, keep_connection_on)
+            return
+        # The hot path: every query of every user comes through here. Keep it to the loop.
+        state = poll()
+        while state != POLL_OK:
+            if state == POLL_READ:
+                wait = wait_read
+            elif state == POLL_WRITE:
+                wait = wait_write
+            else:
+                _bad_state(state)
+            try:
+                wait(fileno())
+            except keep_connection_on:
+                _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+                return
+            except BaseException:
+                _abandon(conn, wait_read, wait_write)
+                raise
+            state = poll()
+
+    wait_callback.__name__ = wait_callback.__qualname__ = name
+    wait_callback.__module__ = module
+    wait_callback.__doc__ = _CALLBACK_DOC
+    return wait_callback
+
+
+_CALLBACK_DOC = """Wait for a psycopg2 connection without blocking the scheduler.
+
+Installed with ``psycopg2.extensions.set_wait_callback()`` (``patch_psycopg()`` does it),
+psycopg2 calls it with the connection whenever libpq would block.
+
+:param conn: the psycopg2 connection.
+:param timeout: a limit in seconds for the operation (bind it with ``functools.partial``);
+    ``None`` uses :func:`psycogreen.core.timeout`'s limit, if any. On expiry the statement is
+    cancelled on the server and psycopg2 raises ``QueryCanceled``; the connection stays usable
+    after ``rollback()``.
+:raises TypeError: ``conn`` is not a psycopg2 connection.
+:raises psycopg2.OperationalError: ``poll()`` returned an unknown state, or the server did not
+    answer in time.
+"""
+
+
+def _wait_with_deadline(
+    conn: PollingConnection,
+    wait_read: WaitFunc,
+    wait_write: WaitFunc,
+    timeout: float,
+    keep_connection_on: tuple[type[BaseException], ...],
+) -> None:
+    deadline = time.monotonic() + timeout
+    state = conn.poll()
+    while state != POLL_OK:
+        wait = _choose(state, wait_read, wait_write)
+        remaining = deadline - time.monotonic()
+        try:
+            ready = remaining > 0 and wait(conn.fileno(), remaining)
+        except keep_connection_on:
+            _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+            return
+        except BaseException:
+            _abandon(conn, wait_read, wait_write)
+            raise
+        if not ready:
+            if _connecting(conn):
+                _raise_operational(
+                    f"psycogreen: connection attempt timed out after {timeout:g} s"
+                )
+            _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+            return
+        state = conn.poll()
+
+
+def _cancel_and_finish(
+    conn: PollingConnection,
+    wait_read: WaitFunc,
+    wait_write: WaitFunc,
+    keep_connection_on: tuple[type[BaseException], ...],
+) -> None:
+    """Cancel the running statement and poll until the server has answered.
+
+    When the server answers, ``poll()`` returns ``POLL_OK`` and psycopg2 raises the server's
+    error (``QueryCanceled``, SQLSTATE 57014) from the result, keeping the connection
+    (psycopg2 2.6.2, psycopg2#333). Raising from here instead closes it (``green_panic``).
+    """
+    if _connecting(conn):
+        # Nothing runs on the server yet; psycopg2 refuses to cancel a connection attempt.
+        _raise_operational("psycogreen: connection attempt interrupted")
+    if not _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout):
+        _raise_operational(
+            "psycogreen: the statement had to be abandoned and the server could not be asked "
+            f"to cancel it within {_cancel_timeout:g} s; the connection is closed"
+        )
+    deadline = time.monotonic() + _cancel_timeout
+    state = conn.poll()
+    while state != POLL_OK:
+        wait = _choose(state, wait_read, wait_write)
+        remaining = deadline - time.monotonic()
+        try:
+            ready = remaining > 0 and wait(conn.fileno(), remaining)
+        except keep_connection_on:
+            # A second interrupt while the server is already cancelling: give up on it.
+            raise
+        if not ready:
+            _raise_operational(
+                "psycogreen: the server did not answer a cancel request within "
+                f"{_cancel_timeout:g} s; the connection is closed"
+            )
+        state = conn.poll()
+
+
+def _abandon(conn: PollingConnection, wait_read: WaitFunc, wait_write: WaitFunc) -> None:
+    """Before an exception leaves the callback (and psycopg2 closes the connection), stop the
+    statement on the server: closing the socket alone would leave it running to its end."""
+    if _connecting(conn):
+        return
+    try:
+        _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout)
+    except BaseException:  # noqa: BLE001, S110 (the original exception is what propagates)
+        pass
+
+
+def _choose(state: int, wait_read: WaitFunc, wait_write: WaitFunc) -> WaitFunc:
+    if state == POLL_READ:
+        return wait_read
+    if state == POLL_WRITE:
+        return wait_write
+    _bad_state(state)
+
+
+def _connecting(conn: PollingConnection) -> bool:
+    return getattr(conn, "status", None) == STATUS_SETUP
+
+
+def _bad_state(state: object) -> NoReturn:
+    _raise_operational(f"bad result from poll: {state!r}")
+
+
+def _raise_operational(message: str) -> NoReturn:
+    import psycopg2  # noqa: PLC0415 (psycopg2 is optional; this is an error path)
+
+    raise psycopg2.OperationalError(message)
+
+
+def _not_a_connection(conn: object) -> NoReturn:
+    kind = type(conn)
+    message = (
+        "a psycogreen wait callback needs a psycopg2 connection (with poll() and fileno()), "
+        f"not {kind.__module__}.{kind.__qualname__}"
+    )
+    raise TypeError(message)

@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""psycogreen-eventlet: psycopg2 under eventlet.
+
+Importing this module imports eventlet (and fails loudly if it is missing). The poll loop,
+timeouts and cancellation live in :mod:`psycogreen.core`; this module only waits on eventlet's
+hub.
+"""
+
+from __future__ import annotations
+
+from eventlet.hubs import trampoline
+
+from psycogreen.core import make_wait_callback, patch, register_backend
+from psycogreen.eventlet.__about__ import __version__
+
+__all__ = ["__version__", "eventlet_wait_callback", "patch_psycopg"]
+
+
+class _Expired(Exception):  # noqa: N818 (private signal, never seen by users)
+    """Thrown into the waiting greenthread when a timed wait expires."""
+
+
+def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
+    try:
+        trampoline(fd, read=True, timeout=timeout, timeout_exc=_Expired)
+    except _Expired:
+        return False
+    return True
+
+
+def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
+    try:
+        trampoline(fd, write=True, timeout=timeout, timeout_exc=_Expired)
+    except _Expired:
+        return False
+    return True
+
+
+eventlet_wait_callback = make_wait_callback(
+    _wait_read, _wait_write, name="eventlet_wait_callback", module=__name__
+)
+register_backend("eventlet", eventlet_wait_callback)
+
+
+def patch_psycopg(*, force: bool = False) -> None:
+    """Make psycopg2 wait through eventlet's hub instead of blocking the process.
+
+    Call it once, after ``eventlet.monkey_patch()``. eventlet's own psycopg2 callback, which
+    ``monkey_patch()`` installs, is replaced; calling this again is a no-op.
+
+    :param force: replace a wait callback installed by other code, or for another scheduler.
+    :raises psycogreen.core.PatchConflictError: such a callback is installed and ``force`` is
+        false.
+    :raises psycogreen.core.PsycopgNotFoundError: psycopg2 is not installed.
+    """
+    patch("eventlet", force=force)
