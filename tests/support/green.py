@@ -129,9 +129,13 @@ def heartbeat(sched: Scheduler, interval: float = 0.01) -> Iterator[Heartbeat]:
 def main() -> None:
     name = sys.argv[2]
     kwargs = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-    from tests.support import scenarios
+    # "function" runs tests.support.scenarios.function; "module:function" runs
+    # tests.support.module.function.
+    module, _, function = name.rpartition(":")
+    import importlib
 
-    func = getattr(scenarios, name)
+    scenarios = importlib.import_module(f"tests.support.{module or 'scenarios'}")
+    func = getattr(scenarios, function)
     result = func(Scheduler(SCHED), os.environ["PSYCOGREEN_TEST_DSN"], **kwargs)
     sys.stdout.flush()
     print(json.dumps(result))
