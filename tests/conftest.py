@@ -52,6 +52,18 @@ def conn(dsn: str) -> Iterator[Any]:
         c.close()
 
 
+@pytest.fixture(scope="session")
+def legacy() -> str:
+    """The directory of psycogreen 1.0.2's modules (downloaded once)."""
+    from tests.support.legacy import legacy_dir
+
+    try:
+        return str(legacy_dir())
+    except Exception as exc:
+        missing(f"psycogreen 1.0.2 could not be downloaded: {exc}")
+        raise
+
+
 RunGreen = Callable[..., Any]
 
 

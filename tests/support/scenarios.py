@@ -270,3 +270,18 @@ def interrupted(sched: Scheduler, dsn: str, how: str = "timeout") -> dict[str, A
     out["server_state"] = state
     out["settle"] = time.perf_counter() - interrupted_at
     return out
+
+
+def legacy_replaced(sched: Scheduler, dsn: str, legacy: str) -> dict[str, Any]:
+    """psycogreen 1.0.2's callback for the same scheduler is replaced, not refused."""
+    import psycogreen.core as core
+    from tests.support.legacy import load_legacy
+
+    old = load_legacy(sched.name, legacy)
+    old.patch_psycopg()
+    installed = psycopg2.extensions.get_wait_callback()
+    out: dict[str, Any] = {"legacy_module": installed.__module__, "before": core.is_patched()}
+    _patch(sched)
+    out["after"] = core.current_scheduler()
+    out["replaced"] = psycopg2.extensions.get_wait_callback() is not installed
+    return out

@@ -77,6 +77,14 @@ def test_registry(scheduler: str, run_green: RunGreen) -> None:
     assert out["query"] == 1
 
 
+def test_psycogreen_1_0_2_callback_is_replaced(scheduler: str, run_green: RunGreen, legacy: str) -> None:
+    out = run_green(scheduler, "legacy_replaced", legacy=legacy)
+    assert out["legacy_module"] == f"psycogreen.{scheduler}"
+    assert out["before"] is False
+    assert out["after"] == scheduler
+    assert out["replaced"] is True
+
+
 def test_query_timeout_cancels_and_keeps_the_connection(scheduler: str, run_green: RunGreen) -> None:
     out = run_green(scheduler, "query_timeout")
     assert out["error"] == "QueryCanceled"

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Core's scheduler-free callback against a real PostgreSQL, each run in its own process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import RunGreen
+
+pytestmark = pytest.mark.postgres
+
+
+def test_queries_errors_and_deadline(run_green: RunGreen) -> None:
+    out = run_green("none", "scenarios_core:blocking_queries")
+    assert out["patched"] == "blocking"  # nothing monkey-patched: the scheduler-free callback
+    assert out["scheduler"] == "blocking"
+    assert out["rows"] == 50000
+    assert out["param"] == 8 * 1024 * 1024
+    assert out["error"] == "DivisionByZero"
+    assert 0.2 <= out["timeout"] < 1.5, out
+    assert out["after_timeout"] == 3
+
+
+def test_ctrl_c_cancels_on_the_server_and_keeps_the_connection(run_green: RunGreen) -> None:
+    out = run_green("none", "scenarios_core:blocking_sigint")
+    assert out["error"] == "QueryCanceled"
+    assert out["elapsed"] < 1.5, out
+    assert out["closed"] == 0
+    assert out["server_state"] == "idle in transaction (aborted)"
+    assert out["after"] == 5
+
+
+def test_file_descriptors_above_1023(run_green: RunGreen) -> None:
+    out = run_green("none", "scenarios_core:many_fds")
+    assert out["fileno"] > 1023
+    assert out["value"] == 9

@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Scenarios for core's scheduler-free callback and registry, run in an unpatched subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+import psycogreen.core as core
+from tests.support.green import Scheduler
+
+
+def blocking_queries(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"patched": core.patch_psycopg()}
+    out["scheduler"] = core.current_scheduler()
+    conn = psycopg2.connect(dsn)
+    cur = conn.cursor()
+    cur.execute("SELECT g FROM generate_series(1, 50000) g")
+    out["rows"] = len(cur.fetchall())
+    payload = "x" * (8 * 1024 * 1024)
+    cur.execute("SELECT length(%s)", (payload,))
+    out["param"] = cur.fetchone()[0]
+    try:
+        cur.execute("SELECT 1/0")
+    except psycopg2.errors.DivisionByZero:
+        out["error"] = "DivisionByZero"
+    conn.rollback()
+    with core.timeout(0.2):
+        start = time.perf_counter()
+        try:
+            cur.execute("SELECT pg_sleep(5)")
+        except psycopg2.errors.QueryCanceled:
+            out["timeout"] = time.perf_counter() - start
+    conn.rollback()
+    cur.execute("SELECT 3")
+    out["after_timeout"] = cur.fetchone()[0]
+    return out
+
+
+def blocking_sigint(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """A real SIGINT (Ctrl-C) during a query cancels it on the server and keeps the connection."""
+    core.patch_psycopg("blocking")
+    conn = psycopg2.connect(dsn)
+    pid = conn.get_backend_pid()
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    cur = conn.cursor()
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    try:
+        cur.execute("SELECT pg_sleep(5)")
+    except psycopg2.errors.QueryCanceled as exc:
+        out["error"] = type(exc).__name__
+    out["elapsed"] = time.perf_counter() - start
+    out["closed"] = conn.closed
+    wcur = watcher.cursor()
+    wcur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+    out["server_state"] = wcur.fetchone()[0]
+    conn.rollback()
+    cur.execute("SELECT 5")
+    out["after"] = cur.fetchone()[0]
+    return out
+
+
+def many_fds(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """poll(2), not select(): connections on fds above 1023 work."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    core.patch_psycopg("blocking")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    conn = psycopg2.connect(dsn)
+    cur = conn.cursor()
+    cur.execute("SELECT pg_sleep(0.05), 9")
+    out = {"fileno": conn.fileno(), "value": cur.fetchone()[1]}
+    for fd in filler:
+        os.close(fd)
+    return out
+
+
+def foreign_callbacks(sched: Scheduler, dsn: str, legacy: str) -> dict[str, Any]:
+    """What patching does over callbacks other code installed."""
+    from psycopg2.extras import wait_select
+
+    from tests.support.legacy import load_legacy
+
+    ext = psycopg2.extensions
+    out: dict[str, Any] = {}
+    ext.set_wait_callback(wait_select)
+    try:
+        core.patch_psycopg("blocking")
+    except core.PatchConflictError as exc:
+        out["foreign"] = str(exc)
+    out["kept"] = ext.get_wait_callback() is wait_select
+    core.patch_psycopg("blocking", force=True)
+    out["forced"] = core.current_scheduler()
+    out["unpatch"] = core.unpatch()
+    ext.set_wait_callback(wait_select)
+    out["unpatch_foreign"] = core.unpatch()
+    out["foreign_left"] = ext.get_wait_callback() is wait_select
+    # psycogreen 1.0.2's callback is an equivalent for its scheduler, a conflict for "blocking"
+    if legacy:
+        old = load_legacy(sched.name, legacy)
+        ext.set_wait_callback(getattr(old, f"{sched.name}_wait_callback"))
+        try:
+            core.patch_psycopg("blocking")
+        except core.PatchConflictError as exc:
+            out["legacy_conflict"] = str(exc)
+    return out
