@@ -50,4 +50,4 @@ wait_callback = make_wait_callback(
     module="psycogreen.core",
     keep_connection_on=(KeyboardInterrupt,),
 )
-register_backend("blocking", wait_callback)
+register_backend("blocking", wait_callback, waits=(_wait_read, _wait_write))

@@ -15,7 +15,7 @@ import threading
 
 from psycogreen.core._compat import check_psycopg
 from psycogreen.core._errors import PatchConflictError
-from psycogreen.core._types import WaitCallback
+from psycogreen.core._types import WaitCallback, WaitFunc
 
 __all__ = [
     "current_scheduler",
@@ -23,9 +23,13 @@ __all__ = [
     "patch",
     "register_backend",
     "unpatch",
+    "waits_for",
 ]
 
 _backends: dict[str, WaitCallback] = {}
+# The (wait_read, wait_write) pair each backend's callback is built from: code that drives libpq
+# itself (COPY) must wait through the same scheduler as the installed callback.
+_waits: dict[str, tuple[WaitFunc, WaitFunc]] = {}
 _lock = threading.Lock()
 
 # Callbacks of other projects that do what psycogreen's do, for the same scheduler: patching
@@ -38,15 +42,33 @@ _EQUIVALENTS: dict[tuple[str, str], str] = {
 }
 
 
-def register_backend(scheduler: str, callback: WaitCallback) -> None:
+def register_backend(
+    scheduler: str,
+    callback: WaitCallback,
+    *,
+    waits: tuple[WaitFunc, WaitFunc] | None = None,
+) -> None:
     """Make ``callback`` known as psycogreen's wait callback for ``scheduler``.
 
     Backends call this when imported, so that their callback is recognised even when a user
     installs it directly with ``set_wait_callback()`` (the 1.x way).
 
+    :param waits: the ``(wait_read, wait_write)`` the callback is built from, for the code
+        that waits on libpq itself (COPY); a backend without them cannot run COPY.
+
     .. versionadded:: 1.0
     """
     _backends[scheduler] = callback
+    if waits is not None:
+        _waits[scheduler] = waits
+
+
+def waits_for(scheduler: str | None) -> tuple[WaitFunc, WaitFunc] | None:
+    """The ``(wait_read, wait_write)`` registered for ``scheduler``, or ``None``.
+
+    .. versionadded:: 1.0
+    """
+    return None if scheduler is None else _waits.get(scheduler)
 
 
 def patch(scheduler: str, *, force: bool = False) -> None:

@@ -39,7 +39,7 @@ def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
 eventlet_wait_callback = make_wait_callback(
     _wait_read, _wait_write, name="eventlet_wait_callback", module=__name__
 )
-register_backend("eventlet", eventlet_wait_callback)
+register_backend("eventlet", eventlet_wait_callback, waits=(_wait_read, _wait_write))
 
 
 def patch_psycopg(*, force: bool = False) -> None:

@@ -47,7 +47,7 @@ def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
 gevent_wait_callback = make_wait_callback(
     _wait_read, _wait_write, name="gevent_wait_callback", module=__name__
 )
-register_backend("gevent", gevent_wait_callback)
+register_backend("gevent", gevent_wait_callback, waits=(_wait_read, _wait_write))
 
 
 def patch_psycopg(*, force: bool = False) -> None:
