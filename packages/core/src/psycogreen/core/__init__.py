@@ -21,6 +21,11 @@ from psycogreen.core._errors import (
     SchedulerNotFoundError,
 )
 from psycogreen.core._poll import make_wait_callback, set_cancel_timeout
+from psycogreen.core._psycopg3 import (
+    PsycopgBlockingWarning,
+    psycopg_blocking_reason,
+    warn_if_psycopg_blocks,
+)
 from psycogreen.core._registry import (
     current_scheduler,
     is_patched,
@@ -36,6 +41,7 @@ __all__ = [
     "PatchConflictError",
     "PollingConnection",
     "PsycogreenError",
+    "PsycopgBlockingWarning",
     "PsycopgIncompatibleError",
     "PsycopgNotFoundError",
     "SchedulerNotFoundError",
@@ -50,11 +56,13 @@ __all__ = [
     "make_wait_callback",
     "patch",
     "patch_psycopg",
+    "psycopg_blocking_reason",
     "register_backend",
     "set_cancel_timeout",
     "timeout",
     "unpatch",
     "wait_callback",
+    "warn_if_psycopg_blocks",
 ]
 
 

@@ -15,6 +15,7 @@ import threading
 
 from psycogreen.core._compat import check_psycopg
 from psycogreen.core._errors import PatchConflictError
+from psycogreen.core._psycopg3 import warn_if_psycopg_blocks
 from psycogreen.core._types import WaitCallback, WaitFunc
 
 __all__ = [
@@ -84,6 +85,7 @@ def patch(scheduler: str, *, force: bool = False) -> None:
     """
     ext = check_psycopg()
     callback = _backends[scheduler]
+    warn_if_psycopg_blocks(scheduler, stacklevel=3)  # psycopg 3 in the same process
     with _lock:
         current = ext.get_wait_callback()
         if current is None or force:
