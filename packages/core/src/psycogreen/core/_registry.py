@@ -143,8 +143,8 @@ def _owner(callback: object) -> tuple[str | None, bool]:
     for scheduler, ours in _backends.items():
         if func is ours:
             return scheduler, True
-    key = (getattr(func, "__module__", None), getattr(func, "__qualname__", None))
-    return _EQUIVALENTS.get(key), False  # type: ignore[call-overload]
+    key = (str(getattr(func, "__module__", "")), str(getattr(func, "__qualname__", "")))
+    return _EQUIVALENTS.get(key), False
 
 
 def _describe(callback: object) -> str:

@@ -28,7 +28,8 @@ def _wait(fd: int, event: int, timeout: float | None) -> bool:
         if timeout is None:
             hub.wait(watcher)
             return True
-        with Timeout(timeout, False):  # noqa: FBT003 (gevent's API: exit the block silently)
+        # False is gevent's documented "exit the block silently" (its stubs omit it).
+        with Timeout(timeout, False):  # type: ignore[arg-type]  # noqa: FBT003
             hub.wait(watcher)
             return True
         return False
