@@ -199,8 +199,13 @@ def _choose(state: int, wait_read: WaitFunc, wait_write: WaitFunc) -> WaitFunc:
     _bad_state(state)
 
 
+# psycopg2 (connection.h, conn_poll()): a connection is CONN_STATUS_SETUP (0) until its first
+# poll(), then CONN_STATUS_CONNECTING (20, not exported) until libpq has connected.
+_CONNECTING = (STATUS_SETUP, 20)
+
+
 def _connecting(conn: PollingConnection) -> bool:
-    return getattr(conn, "status", None) == STATUS_SETUP
+    return getattr(conn, "status", None) in _CONNECTING
 
 
 def _bad_state(state: object) -> NoReturn:

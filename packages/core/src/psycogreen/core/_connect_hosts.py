@@ -1,0 +1,475 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Connect host by host, with libpq's ``connect_timeout``, resolving names without blocking.
+
+In green mode psycopg2 connects with ``PQconnectStart``/``PQconnectPoll``. That path ignores
+``connect_timeout`` (libpq enforces it only in its blocking ``connectDBComplete``; psycopg2#944),
+so a black-holed host waits for the kernel's TCP timeout, once per host of a multi-host DSN
+(psycopg2#1253); and libpq resolves host names with a blocking ``getaddrinfo`` inside the
+connect call, stopping every greenlet while DNS answers.
+
+So, like psycopg 3, psycogreen connects host by host itself: it works out the host list as libpq
+would (DSN, keyword arguments, service file, ``PG*`` environment variables), resolves each name
+with ``socket.getaddrinfo`` (the scheduler's resolver once the program is monkey-patched: core
+imports no scheduler), and makes one single-address libpq connection per attempt,
+``host=<name> hostaddr=<address> port=<port>``, so that libpq still checks TLS certificates and
+``.pgpass`` against the name. Each attempt runs under core's deadline
+(:func:`psycogreen.core.timeout`), which the wait callback enforces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import re
+import socket
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from psycogreen.core._compat import check_psycopg
+from psycogreen.core._timeout import current_timeout, timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+__all__ = ["Attempt", "ConnectPlan", "connect_green", "connect_hosts", "plan_connect"]
+
+C = TypeVar("C")
+
+# libpq's compiled-in default port (DEF_PGPORT_STR), only used to name a host in messages: an
+# empty port is passed on empty, and libpq substitutes its own default.
+_DEFAULT_PORT = "5432"
+
+# Environment variables libpq reads for the options that decide where to connect
+# (fe-connect.c: PQconninfoOptions), with the first libpq version that knows each option.
+_ENV = {
+    "host": ("PGHOST", 0),
+    "hostaddr": ("PGHOSTADDR", 0),
+    "port": ("PGPORT", 0),
+    "connect_timeout": ("PGCONNECT_TIMEOUT", 0),
+    "target_session_attrs": ("PGTARGETSESSIONATTRS", 100000),
+    "load_balance_hosts": ("PGLOADBALANCEHOSTS", 160000),
+}
+# libpq's parse_int_param(): strtol() in base 10, with surrounding whitespace.
+_INT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z")
+# Core's wait callback (_poll.py) ends a connect at its deadline, or on an interrupt it turns
+# into a cancel (Ctrl-C under the blocking callback), with these messages.
+_TIMED_OUT = "connection attempt timed out"
+_INTERRUPTED = "connection attempt interrupted"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One libpq connection attempt: a host slot, and the address to reach it at."""
+
+    host: str
+    """The host as given (a name, an address, a socket directory), ``""`` for libpq's default."""
+    hostaddr: str
+    """The numeric address to connect to, ``""`` to let libpq use ``host``."""
+    port: str
+    """The port as given, ``""`` for libpq's default."""
+
+    def describe(self) -> str:
+        """Name the server as libpq's own messages do (``connection to server at ...``)."""
+        port = self.port or _DEFAULT_PORT
+        if not self.hostaddr and _is_socket(self.host):
+            return f'connection to server on socket "{self.host}/.s.PGSQL.{port}"'
+        if not self.hostaddr and not self.host:
+            return f"connection to server on the default socket, port {port}"
+        if self.host and self.hostaddr and self.host != self.hostaddr:
+            return f'connection to server at "{self.host}" ({self.hostaddr}), port {port}'
+        return f'connection to server at "{self.hostaddr or self.host}", port {port}'
+
+
+@dataclass
+class ConnectPlan:
+    """Where a DSN connects, worked out as libpq would, before any attempt is made."""
+
+    params: dict[str, str]
+    """The explicit parameters, passed on to every attempt (host options are replaced)."""
+    slots: list[Attempt]
+    """The host slots in the order libpq tries them (``hostaddr`` as given, not resolved)."""
+    connect_timeout: float | None
+    """Seconds per attempt (libpq: at least 2), ``None`` for no limit."""
+    target_session_attrs: str | None = None
+    load_balance: bool = False
+    shuffle: Callable[[list[Any]], None] = field(default=random.shuffle, repr=False)
+
+
+def connect_green(
+    dsn: str | None = None,
+    connection_factory: Callable[..., Any] | None = None,
+    cursor_factory: Callable[..., Any] | None = None,
+    **kwargs: Any,  # noqa: ANN401 (psycopg2.connect passes them on to libpq)
+) -> Any:  # noqa: ANN401 (whatever connection_factory makes)
+    """Connect like :func:`psycopg2.connect`, honouring ``connect_timeout`` in green mode.
+
+    Hosts are tried one by one, each name is resolved with ``socket.getaddrinfo`` (the
+    scheduler's resolver in a monkey-patched program) and each address gets at most
+    ``connect_timeout`` seconds, and no longer than a :func:`psycogreen.core.timeout` in force.
+    Without a wait callback psycopg2's blocking connect already does all that, and is used.
+
+    :raises psycopg2.OperationalError: no host could be connected to; the message names each
+        host tried and why it failed (``timeout expired`` for a timeout), as libpq's does.
+
+    .. versionadded:: 1.0
+    """
+    check_psycopg()
+    import psycopg2._psycopg  # noqa: PLC0415 (psycopg2 is optional)
+    import psycopg2.extensions  # noqa: PLC0415
+
+    raw: Callable[..., Any] = psycopg2._psycopg._connect  # noqa: SLF001 (psycopg2.connect's own)
+    kwasync = {k: kwargs.pop(k) for k in ("async", "async_") if k in kwargs}
+    full: str = psycopg2.extensions.make_dsn(dsn, **kwargs)
+    if any(kwasync.values()):  # an asynchronous connection is polled by its user
+        conn = raw(full, connection_factory=connection_factory, **kwasync)
+    else:
+        conn = connect_hosts(
+            full, lambda d: raw(d, connection_factory=connection_factory, **kwasync)
+        )
+    if cursor_factory is not None:
+        conn.cursor_factory = cursor_factory
+    return conn
+
+
+def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
+    """Make a connection to the first host of ``dsn`` that answers, with ``connect(dsn)``.
+
+    ``connect`` makes one psycopg2 connection from a DSN (``psycopg2._connect`` with the user's
+    ``connection_factory``). It is called once per attempt with a single-address DSN, under a
+    deadline of ``connect_timeout`` (and of any :func:`psycogreen.core.timeout`); a DSN whose
+    parameters psycogreen cannot reproduce exactly is handed to it whole, under the deadline.
+
+    .. versionadded:: 1.0
+    """
+    ext = check_psycopg()
+    if ext.get_wait_callback() is None:
+        # Blocking libpq enforces connect_timeout per host itself, and there is no scheduler
+        # for DNS to block.
+        return connect(dsn)
+    limit = current_timeout()
+    deadline = None if limit is None else time.monotonic() + limit
+    try:
+        plan = plan_connect(dsn, os.environ, ext.libpq_version())
+    except _Opaque:
+        plan = None
+    if plan is None:
+        # Unparsable DSN (psycopg2 reports it), or a service file psycogreen cannot read:
+        # one libpq call, bounded by what is known of the limits.
+        seconds = _connect_timeout(dsn)
+        return _attempt_whole(connect, dsn, seconds, deadline)
+    return _run(plan, dsn, connect, deadline)
+
+
+# --- planning (no I/O but the service file) ------------------------------------------------------
+
+
+class _Opaque(Exception):  # noqa: N818 (private signal)
+    """The DSN uses something psycogreen does not reproduce: let libpq handle it whole."""
+
+
+def plan_connect(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPlan | None:
+    """Work out the host slots of ``dsn`` as libpq's ``connectOptions2()`` does.
+
+    :return: the plan, or ``None`` when the DSN cannot be parsed (psycopg2 then reports it).
+    :raises psycopg2.OperationalError: ``connect_timeout`` is not an integer (libpq's message).
+    """
+    import psycopg2  # noqa: PLC0415
+    import psycopg2.extensions  # noqa: PLC0415
+
+    try:
+        params: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.Error:
+        return None
+    effective = dict(params)
+    # libpq: explicit settings, then the service file for what is still unset, then the
+    # environment, then compiled-in defaults (conninfo_add_defaults()).
+    service = params.get("service", environ.get("PGSERVICE"))
+    if service:
+        for key, value in _service_params(service, params, environ).items():
+            effective.setdefault(key, value)
+    for key, (var, since) in _ENV.items():
+        if key not in effective and libpq_version >= since and var in environ:
+            effective[key] = environ[var]
+    slots = _expand(effective)
+    if slots is None:
+        raise _Opaque
+    tsa = effective.get("target_session_attrs")
+    lbh = effective.get("load_balance_hosts")
+    return ConnectPlan(
+        params=params,
+        slots=slots,
+        connect_timeout=_parse_timeout(effective.get("connect_timeout")),
+        target_session_attrs=tsa,
+        load_balance=lbh == "random" and libpq_version >= 160000,
+    )
+
+
+def _expand(effective: Mapping[str, str]) -> list[Attempt] | None:
+    """Return the host slots; ``None`` when the lists do not match (libpq reports that)."""
+    hosts = _split(effective.get("host", ""))
+    addrs = _split(effective.get("hostaddr", ""))
+    ports = _split(effective.get("port", ""))
+    count = len(addrs) if addrs else len(hosts) if hosts else 1
+    if hosts and len(hosts) != count:
+        return None  # "could not match %d host names to %d hostaddr values"
+    if ports and len(ports) == 1:
+        ports *= count  # a single port applies to every host
+    elif ports and len(ports) != count:
+        return None  # "could not match %d port numbers to %d hosts"
+    return [
+        Attempt(
+            host=hosts[i] if hosts else "",
+            hostaddr=addrs[i] if addrs else "",
+            port=ports[i] if ports else "",
+        )
+        for i in range(count)
+    ]
+
+
+def _split(value: str) -> list[str]:
+    # libpq's parse_comma_separated_list(): plain commas, no quoting, empty items kept; an
+    # empty option means "not given".
+    return value.split(",") if value else []
+
+
+def _parse_timeout(value: str | None) -> float | None:
+    """``connect_timeout`` as libpq's ``connectDBComplete()`` reads it."""
+    if value is None:
+        return None
+    match = _INT.match(value)
+    if match is None:
+        _raise(f'invalid integer value "{value.lstrip()}" for connection option "connect_timeout"')
+    seconds = int(match.group(1))
+    if seconds <= 0:
+        return None  # zero or negative: wait indefinitely
+    # libpq rounds a timeout of 1 up to 2 s (it counts whole seconds of time_t).
+    return float(max(seconds, 2))
+
+
+def _connect_timeout(dsn: str) -> float | None:
+    """Return the best known ``connect_timeout`` of a DSN psycogreen does not plan."""
+    import psycopg2  # noqa: PLC0415
+    import psycopg2.extensions  # noqa: PLC0415
+
+    try:
+        value = psycopg2.extensions.parse_dsn(dsn).get("connect_timeout")
+    except psycopg2.Error:
+        return None
+    value = value if value is not None else os.environ.get("PGCONNECT_TIMEOUT")
+    try:
+        return _parse_timeout(value)
+    except psycopg2.OperationalError:
+        return None
+
+
+def _service_params(
+    service: str, params: Mapping[str, str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """Return the parameters of ``service``, read as libpq's ``parseServiceInfo()`` does.
+
+    :raises _Opaque: the service is not in a file psycogreen can find (libpq may know a
+        compiled-in system directory), or the file is one libpq would reject.
+    """
+    user_file = params.get("servicefile") or environ.get("PGSERVICEFILE")
+    candidates = [Path(user_file)] if user_file else [Path.home() / ".pg_service.conf"]
+    if sysconf := environ.get("PGSYSCONFDIR"):
+        candidates.append(Path(sysconf) / "pg_service.conf")
+    else:
+        candidates.append(Path())  # the compiled-in directory: unknown here
+    for path in candidates:
+        if path == Path():
+            break
+        found = _read_service(path, service)
+        if found is not None:
+            return found
+    raise _Opaque
+
+
+def _read_service(path: Path, service: str) -> dict[str, str] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeError) as exc:
+        raise _Opaque from exc
+    found: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if found is not None:
+                break  # the section ended
+            if line.endswith("]") and line[1:-1] == service:
+                found = {}
+            continue
+        if found is None:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or key == "service" or not key.isidentifier():
+            raise _Opaque  # libpq reports a syntax error or a nested service
+        found.setdefault(key, value)
+    return found
+
+
+# --- connecting ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Failures:
+    """The errors of every attempt, reported together as libpq does."""
+
+    errors: list[BaseException] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, exc: BaseException, line: str) -> None:
+        self.errors.append(exc)
+        line = line.rstrip("\n")
+        if line not in self.lines:  # an option error repeats for every host: say it once
+            self.lines.append(line)
+
+    def raise_(self) -> NoReturn:
+        if len(self.lines) == 1 and self.errors and not isinstance(self.errors[0], _Timeout):
+            # One cause for every attempt (a bad option, a single host): libpq's own error.
+            raise self.errors[0]
+        import psycopg2  # noqa: PLC0415
+
+        raise psycopg2.OperationalError("\n".join(self.lines) + "\n") from (
+            self.errors[-1] if self.errors else None
+        )
+
+
+class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)
+    pass
+
+
+def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: float | None) -> C:
+    failures = _Failures()
+    slots = list(plan.slots)
+    if plan.load_balance:
+        plan.shuffle(slots)  # libpq >= 16 shuffles the hosts, then each host's addresses
+    passes = [plan.target_session_attrs]
+    if plan.target_session_attrs == "prefer-standby":
+        # libpq looks for a standby on every host first, then takes any server (PASS2).
+        passes = ["standby", "any"]
+    simple = (
+        len(slots) == 1
+        and passes == [plan.target_session_attrs]
+        and (slots[0].hostaddr or not _needs_resolving(slots[0].host))
+    )
+    for tsa in passes:
+        for slot in slots:
+            for attempt in _addresses(slot, plan, failures):
+                seconds = _limit(plan.connect_timeout, deadline)
+                if seconds is not None and seconds <= 0:
+                    failures.add(_Timeout(), f"{attempt.describe()} failed: timeout expired")
+                    failures.raise_()
+                # A single host that needs no resolving: the user's DSN, untouched.
+                target = dsn if simple else _attempt_dsn(plan.params, attempt, tsa)
+                try:
+                    return _attempt(connect, target, seconds)
+                except _Timeout as exc:
+                    failures.add(exc, f"{attempt.describe()} failed: timeout expired")
+                except _operational() as exc:
+                    if _INTERRUPTED in str(exc):
+                        raise  # the user stopped the connect: no next host
+                    failures.add(exc, str(exc))
+    return failures.raise_()
+
+
+def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterator[Attempt]:
+    """Yield the attempts for one host slot: its addresses, resolved as libpq would."""
+    if slot.hostaddr or not _needs_resolving(slot.host):
+        yield slot
+        return
+    try:
+        # socket.getaddrinfo is looked up now: gevent and eventlet replace it with their
+        # resolver when they monkey-patch, so other greenlets run while DNS answers.
+        # The port is left out: only the addresses are needed, and libpq checks the port.
+        infos = socket.getaddrinfo(slot.host, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        message = f'could not translate host name "{slot.host}" to address: {reason}'
+        failures.add(_operational()(message), message)
+        return
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if plan.load_balance:
+        plan.shuffle(addresses)
+    for address in addresses:
+        yield replace(slot, hostaddr=address)
+
+
+def _needs_resolving(host: str) -> bool:
+    if not host or _is_socket(host):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False  # a numeric address: libpq's getaddrinfo() does not block on it
+
+
+def _is_socket(host: str) -> bool:
+    # libpq's is_unixsock_path(): an absolute path, or "@" for Linux's abstract namespace.
+    return host.startswith(("/", "@"))
+
+
+def _attempt_dsn(params: Mapping[str, str], attempt: Attempt, tsa: str | None) -> str:
+    import psycopg2.extensions  # noqa: PLC0415
+
+    single = dict(params)
+    # Every host option is given explicitly, empty when unset, so that libpq takes none of
+    # them from the environment or a service file (an empty host is the default socket
+    # directory, an empty port the default port, an empty hostaddr none).
+    single["host"] = attempt.host
+    single["hostaddr"] = attempt.hostaddr
+    single["port"] = attempt.port
+    if tsa is not None:
+        single["target_session_attrs"] = tsa
+    return str(psycopg2.extensions.make_dsn(**single))
+
+
+def _limit(connect_timeout: float | None, deadline: float | None) -> float | None:
+    if deadline is None:
+        return connect_timeout
+    remaining = deadline - time.monotonic()
+    return remaining if connect_timeout is None else min(connect_timeout, remaining)
+
+
+def _attempt(connect: Callable[[str], C], dsn: str, seconds: float | None) -> C:
+    if seconds is None:  # neither connect_timeout nor a psycogreen deadline
+        return connect(dsn)
+    try:
+        with timeout(seconds):
+            return connect(dsn)
+    except _operational() as exc:
+        if _TIMED_OUT in str(exc):
+            raise _Timeout from exc
+        raise
+
+
+def _attempt_whole(
+    connect: Callable[[str], C], dsn: str, seconds: float | None, deadline: float | None
+) -> C:
+    limit = _limit(seconds, deadline)
+    if limit is not None and limit <= 0:
+        _raise("timeout expired")
+    try:
+        return _attempt(connect, dsn, limit)
+    except _Timeout as exc:
+        _raise("timeout expired", exc.__cause__)
+
+
+def _operational() -> type[Exception]:
+    import psycopg2  # noqa: PLC0415
+
+    return psycopg2.OperationalError
+
+
+def _raise(message: str, cause: BaseException | None = None) -> NoReturn:
+    import psycopg2  # noqa: PLC0415
+
+    raise psycopg2.OperationalError(message) from cause
