@@ -12,6 +12,13 @@ from __future__ import annotations
 from psycogreen.core.__about__ import __version__
 from psycogreen.core._blocking import wait_callback
 from psycogreen.core._compat import check_psycopg
+from psycogreen.core._copy import (
+    CopyCursorMixin,
+    CopyUnavailableError,
+    copy_expert,
+    copy_from,
+    copy_to,
+)
 from psycogreen.core._detect import SCHEDULERS, detect_scheduler, get_backend
 from psycogreen.core._errors import (
     PatchConflictError,
@@ -38,6 +45,8 @@ from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
 
 __all__ = [
     "SCHEDULERS",
+    "CopyCursorMixin",
+    "CopyUnavailableError",
     "PatchConflictError",
     "PollingConnection",
     "PsycogreenError",
@@ -49,6 +58,9 @@ __all__ = [
     "WaitFunc",
     "__version__",
     "check_psycopg",
+    "copy_expert",
+    "copy_from",
+    "copy_to",
     "current_scheduler",
     "detect_scheduler",
     "get_backend",
