@@ -34,7 +34,14 @@ from psycogreen.core._timeout import current_timeout, timeout
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["Attempt", "ConnectPlan", "connect_green", "connect_hosts", "plan_connect"]
+__all__ = [
+    "Attempt",
+    "ConnectPlan",
+    "connect_green",
+    "connect_hosts",
+    "connect_with",
+    "plan_connect",
+]
 
 C = TypeVar("C")
 
@@ -58,6 +65,24 @@ _INT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z")
 # into a cancel (Ctrl-C under the blocking callback), with these messages.
 _TIMED_OUT = "connection attempt timed out"
 _INTERRUPTED = "connection attempt interrupted"
+# libpq's messages about the options themselves, raised before any host is tried, or naming
+# the host already. Every other failure of a green connect lacks the host: libpq emits
+# "connection to server at ..." only for the second and later addresses of an asynchronous
+# connect (measured with libpq 15 and 17), and each attempt here is a first address.
+_UNPREFIXED = (
+    "connection to server",
+    "could not translate host name",
+    "could not parse network address",
+    "could not match ",
+    "invalid ",
+    'missing "="',
+    "unterminated quoted string",
+    "definition of service",
+    "syntax error in service file",
+    "nested service specifications",
+    "service file",
+    "out of memory",
+)
 
 
 @dataclass(frozen=True)
@@ -118,20 +143,45 @@ def connect_green(
     """
     check_psycopg()
     import psycopg2._psycopg  # noqa: PLC0415 (psycopg2 is optional)
-    import psycopg2.extensions  # noqa: PLC0415
 
     raw: Callable[..., Any] = psycopg2._psycopg._connect  # noqa: SLF001 (psycopg2.connect's own)
-    kwasync = {k: kwargs.pop(k) for k in ("async", "async_") if k in kwargs}
-    full: str = psycopg2.extensions.make_dsn(dsn, **kwargs)
-    if any(kwasync.values()):  # an asynchronous connection is polled by its user
-        conn = raw(full, connection_factory=connection_factory, **kwasync)
-    else:
-        conn = connect_hosts(
-            full, lambda d: raw(d, connection_factory=connection_factory, **kwasync)
-        )
-    if cursor_factory is not None:
-        conn.cursor_factory = cursor_factory
-    return conn
+
+    def connect(dsn: str, *, cursor_factory: Any = None, **kwargs: Any) -> Any:  # noqa: ANN401
+        conn = raw(dsn, **kwargs)
+        if cursor_factory is not None:
+            conn.cursor_factory = cursor_factory
+        return conn
+
+    return connect_with(
+        connect, dsn, connection_factory=connection_factory, cursor_factory=cursor_factory, **kwargs
+    )
+
+
+def connect_with(
+    connect: Callable[..., C],
+    dsn: str | None = None,
+    **kwargs: Any,  # noqa: ANN401 (psycopg2.connect's)
+) -> C:
+    """Call ``connect`` (``psycopg2.connect`` or a wrapper of it) host by host.
+
+    ``connect`` is called like ``psycopg2.connect``, once per attempt, with a single-address
+    DSN and the same ``connection_factory``, ``cursor_factory`` and ``async``; every other
+    keyword argument is merged into the DSN first, as ``psycopg2.connect`` does. An
+    asynchronous connection (``async=True``) is made in one call: its user polls it.
+
+    .. versionadded:: 1.0
+    """
+    import psycopg2.extensions  # noqa: PLC0415 (psycopg2 is optional)
+
+    passed = {
+        key: kwargs.pop(key)
+        for key in ("connection_factory", "cursor_factory", "async", "async_")
+        if key in kwargs
+    }
+    if passed.get("async") or passed.get("async_"):
+        return connect(dsn, **passed, **kwargs)
+    full: str = psycopg2.extensions.make_dsn(dsn, **kwargs)  # psycopg2's errors, unchanged
+    return connect_hosts(full, lambda single: connect(single, **passed))
 
 
 def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
@@ -241,7 +291,9 @@ def _parse_timeout(value: str | None) -> float | None:
         return None
     match = _INT.match(value)
     if match is None:
-        _raise(f'invalid integer value "{value.lstrip()}" for connection option "connect_timeout"')
+        _raise(
+            f'invalid integer value "{value.lstrip()}" for connection option "connect_timeout"\n'
+        )
     seconds = int(match.group(1))
     if seconds <= 0:
         return None  # zero or negative: wait indefinitely
@@ -332,14 +384,13 @@ class _Failures:
             self.lines.append(line)
 
     def raise_(self) -> NoReturn:
-        if len(self.lines) == 1 and self.errors and not isinstance(self.errors[0], _Timeout):
-            # One cause for every attempt (a bad option, a single host): libpq's own error.
-            raise self.errors[0]
+        message = "\n".join(self.lines) + "\n"
+        first = self.errors[0]
+        if len(self.lines) == 1 and str(first) == message:
+            raise first  # one cause for every attempt (a bad option): libpq's own error
         import psycopg2  # noqa: PLC0415
 
-        raise psycopg2.OperationalError("\n".join(self.lines) + "\n") from (
-            self.errors[-1] if self.errors else None
-        )
+        raise psycopg2.OperationalError(message) from self.errors[-1]
 
 
 class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)
@@ -363,21 +414,38 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
     for tsa in passes:
         for slot in slots:
             for attempt in _addresses(slot, plan, failures):
-                seconds = _limit(plan.connect_timeout, deadline)
-                if seconds is not None and seconds <= 0:
-                    failures.add(_Timeout(), f"{attempt.describe()} failed: timeout expired")
-                    failures.raise_()
                 # A single host that needs no resolving: the user's DSN, untouched.
                 target = dsn if simple else _attempt_dsn(plan.params, attempt, tsa)
-                try:
-                    return _attempt(connect, target, seconds)
-                except _Timeout as exc:
-                    failures.add(exc, f"{attempt.describe()} failed: timeout expired")
-                except _operational() as exc:
-                    if _INTERRUPTED in str(exc):
-                        raise  # the user stopped the connect: no next host
-                    failures.add(exc, str(exc))
+                seconds = _limit(plan.connect_timeout, deadline)
+                conn = _try(connect, target, attempt, seconds, failures)
+                if conn is not None:
+                    return conn
     return failures.raise_()
+
+
+def _try(
+    connect: Callable[[str], C],
+    dsn: str,
+    attempt: Attempt,
+    seconds: float | None,
+    failures: _Failures,
+) -> C | None:
+    """Make one attempt: the connection, or ``None`` with the failure recorded."""
+    if seconds is not None and seconds <= 0:  # psycogreen's deadline is over: stop here
+        failures.add(_Timeout(), f"{attempt.describe()} failed: timeout expired")
+        failures.raise_()
+    try:
+        return _attempt(connect, dsn, seconds)
+    except _Timeout as exc:
+        failures.add(exc, f"{attempt.describe()} failed: timeout expired")
+    except _operational() as exc:
+        message = str(exc)
+        if _INTERRUPTED in message:
+            raise  # the user stopped the connect: no next host
+        if not message.startswith(_UNPREFIXED):
+            message = f"{attempt.describe()} failed: {message}"
+        failures.add(exc, message)
+    return None
 
 
 def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterator[Attempt]:
