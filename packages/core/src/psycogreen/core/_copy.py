@@ -34,6 +34,7 @@ half-way through a COPY.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -53,6 +54,7 @@ from psycogreen.core._copy_libpq import (
     PGRES_NONFATAL_ERROR,
     CopyLibPQError,
 )
+from psycogreen.core._detect import SCHEDULERS, get_backend
 from psycogreen.core._errors import PsycogreenError
 from psycogreen.core._types import WaitFunc
 
@@ -110,7 +112,7 @@ def copy_expert(
     """Run the ``COPY ... FROM STDIN`` or ``COPY ... TO STDOUT`` statement ``sql`` on ``cursor``.
 
     The cooperative counterpart of psycopg2's ``cursor.copy_expert()``, usable while a wait
-    callback is installed (psycopg2's own refuses then).
+    callback is installed (psycopg2's own refuses then). Without one, psycopg2's own runs.
 
     :param cursor: a psycopg2 cursor (any class; not a named cursor).
     :param sql: the statement: ``str``, ``bytes`` or a ``psycopg2.sql`` composable.
@@ -138,6 +140,10 @@ def copy_expert(
             "a writable file-like object for COPY TO."
         )
         raise TypeError(message)
+    if not _green():
+        base = _psycopg2_cursor()
+        base.copy_expert(cursor, sql, file, size)
+        return int(cursor.rowcount)
     return _run(conn, _statement(conn, sql), file, size)
 
 
@@ -162,6 +168,9 @@ def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
     """
     if not hasattr(file, "read"):
         raise TypeError("argument 1 must have a .read() method")
+    if not _green():
+        _psycopg2_cursor().copy_from(cursor, file, table, sep, null, size, columns)
+        return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_from")
     sql = _copy_statement(conn, "FROM stdin", table, sep, null, columns)
     return _run(conn, sql, file, size)
@@ -183,6 +192,9 @@ def copy_to(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
     """
     if not hasattr(file, "write"):
         raise TypeError("argument 1 must have a .write() method")
+    if not _green():
+        _psycopg2_cursor().copy_to(cursor, file, table, sep, null, columns)
+        return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_to")
     sql = _copy_statement(conn, "TO stdout", table, sep, null, columns)
     return _run(conn, sql, file, DEFAULT_COPY_SIZE)
@@ -239,6 +251,12 @@ class CopyCursorMixin(_CursorBase):
 
 # --------------------------------------------------------------------------------------------
 # Checks and statement building
+
+
+def _psycopg2_cursor() -> Any:  # noqa: ANN401 (psycopg2's cursor type)
+    import psycopg2.extensions  # noqa: PLC0415
+
+    return psycopg2.extensions.cursor
 
 
 def _green() -> bool:
@@ -325,18 +343,24 @@ def _waits() -> tuple[WaitFunc, WaitFunc]:
     if callback is None:
         raise CopyUnavailableError("no wait callback is installed: use psycopg2's own COPY")
     scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
-    waits = _registry.waits_for(scheduler)
-    if waits is not None:
-        return waits
     if scheduler == "uwsgi":
         message = (
-            "COPY cannot run cooperatively under uWSGI: psycogreen's uWSGI backend waits "
-            "through uwsgi.wait_fd_read()/suspend(), which only serve the request's own "
-            "task and were not proven for this loop; running it would block every request of "
-            "the worker. Run the COPY outside the async loop (a mule, a separate process), or "
-            "use a gevent or eventlet worker"
+            "COPY cannot run cooperatively under uWSGI: its async mode is not supported for "
+            "COPY, since nothing proves that a COPY's waits there let the worker's other "
+            "requests run, and a COPY that did not would stall all of them for its whole "
+            "duration. Run the COPY in a gevent or eventlet worker, a mule or another process"
         )
-    elif scheduler is not None:
+        raise CopyUnavailableError(message)
+    waits = _registry.waits_for(scheduler)
+    if waits is None and scheduler in SCHEDULERS:
+        # A known equivalent callback (eventlet's own, psycogreen 1.x's) for a scheduler whose
+        # backend is not imported yet: importing it registers its waits.
+        with contextlib.suppress(ImportError):
+            get_backend(scheduler)
+        waits = _registry.waits_for(scheduler)
+    if waits is not None:
+        return waits
+    if scheduler is not None:
         message = (
             f"COPY cannot run cooperatively under {scheduler}: its psycogreen backend is "
             f"not imported (import psycogreen.{scheduler}) or registers no waits"

@@ -1,0 +1,6 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""COPY under eventlet."""
+
+from __future__ import annotations
+
+from tests.support.suite_copy import *  # noqa: F403 (the COPY suite every backend passes)

@@ -1,0 +1,521 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""COPY scenarios, run in a subprocess patched for the backend under test (see ``green.py``).
+
+Tables are created by the test (or here, named after the process) and dropped by the test.
+Each scenario returns JSON-able facts; byte-for-byte comparisons against psycopg2's own COPY
+happen in the (unpatched) test process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+
+from psycogreen import core
+from tests.support.green import Scheduler, heartbeat
+
+FORMATS = {"text": "", "csv": "(FORMAT csv)", "binary": "(FORMAT binary)"}
+
+
+class Cursor(core.CopyCursorMixin, psycopg2.extensions.cursor):
+    """A cursor whose copy_* methods work while psycopg2 is patched."""
+
+
+def _patch(sched: Scheduler) -> Any:
+    backend = importlib.import_module(f"psycogreen.{sched.name}")
+    backend.patch_psycopg()
+    return backend
+
+
+def _connect(dsn: str, *, autocommit: bool = False) -> Any:
+    conn = psycopg2.connect(dsn, cursor_factory=Cursor)
+    conn.autocommit = autocommit
+    return conn
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class GeneratorSource:
+    """A file-like source fed by a generator, handing out whatever piece is next."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.reads = 0
+
+    def read(self, size: int = -1) -> bytes:  # noqa: ARG002 (any piece will do)
+        self.reads += 1
+        return next(self.chunks, b"")
+
+
+def _rows(n: int, start: int = 1) -> Iterator[bytes]:
+    for i in range(start, start + n):
+        yield f"{i}\tname {i}\t{i * 1.5}\n".encode()
+
+
+class SlowSink:
+    """A sink that lets the scheduler run (and time pass) on every write."""
+
+    def __init__(self, sched: Scheduler, pause: float = 0.001) -> None:
+        self.sched = sched
+        self.pause = pause
+        self.buf = io.BytesIO()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.buf.write(data)
+        self.sched.sleep(self.pause)
+
+
+def _state(watcher: Any, pid: int, *, settle: float = 3.0) -> str:
+    """The backend's state, once it is no longer active (or ``settle`` passed)."""
+    cur = watcher.cursor()
+    start = time.perf_counter()
+    state = "active"
+    while time.perf_counter() - start < settle:
+        cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+        row = cur.fetchone()
+        state = row[0] if row else "gone"
+        if state != "active":
+            break
+        time.sleep(0.005)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """COPY TO and FROM in every format, through the usual method names."""
+    _patch(sched)
+    conn = _connect(dsn)
+    cur = conn.cursor()
+    out: dict[str, Any] = {}
+    for fmt, opts in FORMATS.items():
+        sink = io.BytesIO()
+        n_to = cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY a) TO STDOUT {opts}", sink)
+        data = sink.getvalue()
+        cur.execute(f"CREATE TABLE {table}_{fmt} (LIKE {table})")
+        n_from = cur.copy_expert(
+            f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data), size=65536
+        )
+        out[fmt] = {"to": n_to, "from": n_from, "md5": _md5(data), "rowcount": cur.rowcount}
+    conn.commit()
+    # A text sink gets str; a str source is encoded in the connection's encoding.
+    text_sink = io.StringIO()
+    out["text_sink_rows"] = cur.copy_to(text_sink, table)
+    text = text_sink.getvalue()
+    out["text_sink_md5"] = _md5(text.encode())
+    cur.execute(f"CREATE TABLE {table}_str (LIKE {table})")
+    out["str_source_rows"] = cur.copy_from(io.StringIO(text), f"{table}_str")
+    # copy_from/copy_to with sep, null and columns; a generator-fed source.
+    cur.execute(f"CREATE TABLE {table}_gen (a int, b text, c numeric)")
+    pieces = (piece for row in _rows(5000) for piece in (row[:3], row[3:]))
+    source = GeneratorSource(pieces)
+    out["gen_rows"] = cur.copy_from(source, f"{table}_gen", columns=("a", "b", "c"))
+    out["gen_reads"] = source.reads
+    sink = io.BytesIO()
+    out["gen_to_rows"] = cur.copy_to(sink, f"{table}_gen", sep="|", null="NULL", columns=["a", "b"])
+    out["gen_to_head"] = sink.getvalue()[:30].decode()
+    # a psycopg2.sql composable
+    from psycopg2 import sql
+
+    sink = io.BytesIO()
+    query = sql.SQL("COPY (SELECT count(*) FROM {}) TO STDOUT").format(
+        sql.Identifier(f"{table}_gen")
+    )
+    cur.copy_expert(query, sink)
+    out["composable"] = sink.getvalue().decode()
+    conn.commit()
+    return out
+
+
+def big(sched: Scheduler, dsn: str, table: str, rows: int = 1_000_000) -> dict[str, Any]:
+    """1M rows each way, text and binary, with a heartbeat ticking every 10 ms."""
+    _patch(sched)
+    conn = _connect(dsn, autocommit=True)
+    cur = conn.cursor()
+    cur.execute(
+        f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, g * 1.5 AS c "
+        "FROM generate_series(1, %s) g",
+        (rows,),
+    )
+    out: dict[str, Any] = {}
+    for fmt in ("text", "binary"):
+        opts = FORMATS[fmt]
+        sink = io.BytesIO()
+        with heartbeat(sched) as hb:
+            start = time.perf_counter()
+            n_to = cur.copy_expert(f"COPY {table} TO STDOUT {opts}", sink)
+            to_wall = time.perf_counter() - start
+        to_gap = max(hb.gaps, default=0.0)
+        data = sink.getvalue()
+        cur.execute(f"CREATE TABLE {table}_{fmt} (LIKE {table})")
+        with heartbeat(sched) as hb:
+            start = time.perf_counter()
+            n_from = cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data))
+            from_wall = time.perf_counter() - start
+        from_gap = max(hb.gaps, default=0.0)
+        cur.execute(
+            f"SELECT count(*), sum(a), md5(string_agg(b || c, ',' ORDER BY a)) FROM {table}_{fmt}"
+        )
+        check = [str(v) for v in cur.fetchone()]
+        out[fmt] = {
+            "bytes": len(data),
+            "to": n_to,
+            "from": n_from,
+            "to_gap": to_gap,
+            "from_gap": from_gap,
+            "to_wall": to_wall,
+            "from_wall": from_wall,
+            "check": check,
+        }
+    cur.execute(f"SELECT count(*), sum(a), md5(string_agg(b || c, ',' ORDER BY a)) FROM {table}")
+    out["expected"] = [str(v) for v in cur.fetchone()]
+    return out
+
+
+def transactions(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """COPY inside psycopg2's transaction; set_session options; autocommit."""
+    _patch(sched)
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    wcur = watcher.cursor()
+
+    def count() -> int:
+        wcur.execute(f"SELECT count(*) FROM {table}")
+        return int(wcur.fetchone()[0])
+
+    conn = _connect(dsn)
+    cur = conn.cursor()
+    out: dict[str, Any] = {}
+    out["copied"] = cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)
+    out["status_after_copy"] = conn.status == psycopg2.extensions.STATUS_BEGIN
+    out["visible_before_commit"] = count()
+    conn.rollback()
+    out["after_rollback"] = count()
+    cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)
+    conn.commit()
+    out["after_commit"] = count()
+    # set_session: the BEGIN psycopg2 sends carries the options
+    conn.set_session(isolation_level="SERIALIZABLE")
+    cur.copy_from(io.BytesIO(b"".join(_rows(10, 5000))), table)
+    cur.execute("SHOW transaction_isolation")
+    out["isolation"] = cur.fetchone()[0]
+    conn.rollback()
+    conn.set_session(isolation_level="DEFAULT", readonly=True)
+    try:
+        cur.copy_from(io.BytesIO(b"".join(_rows(10, 6000))), table)
+    except psycopg2.Error as exc:
+        out["readonly"] = [type(exc).__name__, exc.pgcode]
+    conn.rollback()
+    conn.set_session(readonly=False)
+    # a transaction begun by a statement before the COPY: the COPY joins it
+    cur.execute(f"INSERT INTO {table} VALUES (-1, 'before', 0)")
+    cur.copy_from(io.BytesIO(b"".join(_rows(10, 7000))), table)
+    conn.rollback()
+    out["joined_rollback"] = count()
+    # autocommit: committed at once
+    conn.autocommit = True
+    cur.copy_from(io.BytesIO(b"".join(_rows(10, 8000))), table)
+    out["autocommit"] = count()
+    # COPY TO in a transaction sees the transaction's own rows
+    conn.autocommit = False
+    cur.execute(f"DELETE FROM {table}")
+    sink = io.BytesIO()
+    out["to_in_tx"] = cur.copy_to(sink, table)
+    conn.rollback()
+    return out
+
+
+def interrupted(  # noqa: PLR0917
+    sched: Scheduler, dsn: str, table: str, direction: str, how: str, autocommit: bool
+) -> dict[str, Any]:
+    """A Timeout, a kill or a psycogreen timeout mid-COPY."""
+    _patch(sched)
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    wcur = watcher.cursor()
+    conn = _connect(dsn, autocommit=autocommit)
+    pid = conn.get_backend_pid()
+    cur = conn.cursor()
+    if direction == "from":
+        # endless enough: 10M rows, produced as fast as the COPY takes them
+        source = GeneratorSource(_rows(10_000_000))
+
+        def run() -> Any:
+            return cur.copy_from(source, table)
+
+    else:
+        sink = SlowSink(sched)
+
+        def run() -> Any:
+            return cur.copy_expert(f"COPY {table} TO STDOUT", sink)
+
+    out: dict[str, Any] = {}
+
+    def victim() -> str:
+        try:
+            if how == "timeout":
+                with sched.timeout(0.3):
+                    run()
+            elif how == "psycogreen":
+                with core.timeout(0.3):
+                    run()
+            else:
+                run()
+        except sched.Timeout:
+            return "Timeout"
+        except psycopg2.Error as exc:
+            return f"{type(exc).__name__}:{exc.pgcode}"
+        return "finished"
+
+    start = time.perf_counter()
+    task = sched.spawn(victim)
+    if how == "kill":
+        sched.sleep(0.3)
+        sched.kill(task)
+    result = sched.join([task])[0]
+    out["elapsed"] = time.perf_counter() - start
+    out["result"] = type(result).__name__ if isinstance(result, BaseException) else result
+    out["closed"] = conn.closed
+    out["server_state"] = _state(watcher, pid)
+    if not conn.closed:
+        conn.rollback()
+        out["server_state_after_rollback"] = _state(watcher, pid)
+        cur.execute("SELECT 42")
+        out["after"] = cur.fetchone()[0]
+    if direction == "from":
+        wcur.execute(f"SELECT count(*) FROM {table}")
+        out["rows_committed"] = wcur.fetchone()[0]
+        out["source_reads"] = source.reads
+    else:
+        out["sink_writes"] = sink.writes
+    return out
+
+
+def server_errors(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """Errors of the server mid-COPY arrive as psycopg2.errors subclasses."""
+    _patch(sched)
+    conn = _connect(dsn)
+    cur = conn.cursor()
+    out: dict[str, Any] = {}
+
+    def attempt(name: str, func: Any) -> None:
+        try:
+            func()
+            out[name] = ["no error"]
+        except psycopg2.Error as exc:
+            out[name] = [type(exc).__name__, exc.pgcode, str(exc), exc.pgerror, conn.closed]
+        conn.rollback()
+        cur.execute("SELECT 1")
+        out[name].append(cur.fetchone()[0])
+        conn.rollback()
+
+    good = b"".join(_rows(5000))
+    bad = good + b"oops\tx\t1\n" + b"".join(_rows(10, 6000))
+    attempt("bad_row", lambda: cur.copy_from(io.BytesIO(bad), table))
+    dup = b"".join(_rows(3)) + b"".join(_rows(3))
+    attempt("unique", lambda: cur.copy_from(io.BytesIO(dup), table))
+    sink = io.BytesIO()
+    attempt(
+        "to_mid_stream",
+        lambda: cur.copy_expert(
+            "COPY (SELECT g, 1 / (g - 30000) FROM generate_series(1, 40000) g) TO STDOUT", sink
+        ),
+    )
+    out["to_rows_before_error"] = sink.getvalue().count(b"\n")
+    attempt("syntax", lambda: cur.copy_expert("COPY no_such_table FROM STDIN", io.BytesIO(b"")))
+    attempt("in_failed_tx", lambda: (_fail(cur), cur.copy_from(io.BytesIO(good), table)))
+
+    # a Python exception from the source: CopyFail, the exception propagates, conn kept
+    def broken() -> Iterator[bytes]:
+        yield from _rows(100)
+        message = "source broke"
+        raise ValueError(message)
+
+    try:
+        cur.copy_from(GeneratorSource(broken()), table)
+    except ValueError as exc:
+        out["source_error"] = [str(exc), conn.closed]
+    conn.rollback()
+    cur.execute(f"SELECT count(*) FROM {table}")
+    out["rows_at_end"] = cur.fetchone()[0]
+    return out
+
+
+def _fail(cur: Any) -> None:
+    try:
+        cur.execute("SELECT 1/0")
+    except psycopg2.errors.DivisionByZero:
+        pass
+
+
+def closed_mid_copy(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[str, Any]:
+    """Another task closes the connection during the COPY: InterfaceError, no crash."""
+    _patch(sched)
+    conn = _connect(dsn)
+    cur = conn.cursor()
+    if direction == "from":
+
+        def slow_rows() -> Iterator[bytes]:
+            for row in _rows(100_000):
+                sched.sleep(0.001)
+                yield row
+
+        def run() -> Any:
+            return cur.copy_from(GeneratorSource(slow_rows()), table)
+
+    elif direction == "to_waiting":
+        # rows trickle from the server: the COPY waits on the socket when the close comes
+
+        def run() -> Any:
+            return cur.copy_expert(
+                "COPY (SELECT g, pg_sleep(0.002) FROM generate_series(1, 2000) g) TO STDOUT",
+                io.BytesIO(),
+            )
+
+    else:
+
+        def run() -> Any:
+            return cur.copy_expert(f"COPY {table} TO STDOUT", SlowSink(sched))
+
+    def victim() -> str:
+        try:
+            run()
+        except psycopg2.InterfaceError as exc:
+            return f"InterfaceError:{exc}"
+        except Exception as exc:
+            return f"{type(exc).__name__}:{exc}"
+        return "finished"
+
+    task = sched.spawn(victim)
+    sched.sleep(0.2)
+    start = time.perf_counter()
+    conn.close()
+    result = sched.join([task])[0]
+    # the process is alive and psycopg2 still works
+    other = psycopg2.connect(dsn)
+    ocur = other.cursor()
+    ocur.execute("SELECT 7")
+    return {
+        "result": result,
+        "closed": conn.closed,
+        "after_close": time.perf_counter() - start,
+        "other": ocur.fetchone()[0],
+    }
+
+
+def same_connection(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """Another task's query on the connection during a COPY: a clear error; COPY completes."""
+    _patch(sched)
+    conn = _connect(dsn)
+    sink = SlowSink(sched)
+    other_cursor = conn.cursor()
+
+    def copy() -> Any:
+        return conn.cursor().copy_expert(f"COPY {table} TO STDOUT", sink)
+
+    def intruder() -> str:
+        sched.sleep(0.05)
+        try:
+            other_cursor.execute("SELECT 1")
+        except psycopg2.Error as exc:
+            return f"{type(exc).__name__}:{exc}"
+        return "no error"
+
+    copied, intruded = sched.join([sched.spawn(copy), sched.spawn(intruder)])
+    cur = conn.cursor()
+    cur.execute(f"SELECT count(*) FROM {table}")
+    return {
+        "copied": copied if isinstance(copied, int) else repr(copied),
+        "intruder": intruded,
+        "expected": cur.fetchone()[0],
+        "bytes_ok": sink.buf.getvalue().count(b"\n"),
+        "closed": conn.closed,
+    }
+
+
+def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """Where COPY cannot be cooperative, a clear error, never a silent block."""
+    from psycogreen.core import _copy_libpq, _registry
+
+    backend = _patch(sched)
+    conn = _connect(dsn, autocommit=True)
+    cur = conn.cursor()
+    out: dict[str, Any] = {}
+
+    def attempt(name: str) -> None:
+        try:
+            cur.copy_expert("COPY (SELECT 1) TO STDOUT", io.BytesIO())
+            out[name] = "no error"
+        except core.CopyUnavailableError as exc:
+            out[name] = str(exc)
+
+    # a wait callback psycogreen does not know
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    attempt("foreign")
+
+    # uWSGI's backend registers no waits: simulated with a registered callback without them
+    def uwsgi_wait_callback(conn: Any, timeout: float | None = None) -> None:
+        psycopg2.extras.wait_select(conn)
+
+    _registry.register_backend("uwsgi", uwsgi_wait_callback)
+    psycopg2.extensions.set_wait_callback(uwsgi_wait_callback)
+    attempt("uwsgi")
+    core.unpatch()
+    backend.patch_psycopg()
+    # a libpq without a function COPY needs
+    _copy_libpq._load.cache_clear()
+    _copy_libpq._SIGNATURES["PQnoSuchFunction"] = (None, [])
+    attempt("missing_symbol")
+    del _copy_libpq._SIGNATURES["PQnoSuchFunction"]
+    _copy_libpq._load.cache_clear()
+    sink = io.BytesIO()
+    cur.copy_expert("COPY (SELECT 1) TO STDOUT", sink)
+    out["works_again"] = sink.getvalue().decode()
+    # a named cursor, a closed cursor: psycopg2's own errors
+    try:
+        core.copy_expert(conn.cursor("named"), "COPY (SELECT 1) TO STDOUT", io.BytesIO())
+    except psycopg2.ProgrammingError as exc:
+        out["named"] = str(exc)
+    closed = conn.cursor()
+    closed.close()
+    try:
+        core.copy_expert(closed, "COPY (SELECT 1) TO STDOUT", io.BytesIO())
+    except psycopg2.InterfaceError as exc:
+        out["closed_cursor"] = str(exc)
+    return out
+
+
+def without_callback_and_old_connections(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """No callback: psycopg2's own COPY. A connection made before patching: blocking mode kept."""
+    from psycogreen.core import _copy_libpq
+
+    out: dict[str, Any] = {}
+    psycopg2.extensions.set_wait_callback(None)  # eventlet.monkey_patch() installs its own
+    before = psycopg2.connect(dsn, cursor_factory=Cursor)
+    before.autocommit = True
+    cur = before.cursor()
+    out["native_from"] = cur.copy_from(io.BytesIO(b"".join(_rows(100))), table)
+    out["native_core_to"] = core.copy_expert(cur, f"COPY {table} TO STDOUT", io.BytesIO())
+    _patch(sched)
+    lib = _copy_libpq.load()
+    out["nonblocking_before"] = lib.PQisnonblocking(before.pgconn_ptr)
+    out["green_to"] = cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO())
+    out["green_from"] = core.copy_from(cur, io.BytesIO(b"".join(_rows(100, 1000))), table)
+    out["nonblocking_after"] = lib.PQisnonblocking(before.pgconn_ptr)
+    cur.execute(f"SELECT count(*) FROM {table}")
+    out["count"] = cur.fetchone()[0]
+    return out
