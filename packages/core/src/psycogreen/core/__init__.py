@@ -9,6 +9,9 @@ Core never imports a scheduler.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from psycogreen.core.__about__ import __version__
 from psycogreen.core._blocking import wait_callback
 from psycogreen.core._compat import check_psycopg
@@ -40,13 +43,28 @@ from psycogreen.core._registry import (
     register_backend,
     unpatch,
 )
-from psycogreen.core._timeout import timeout
+from psycogreen.core._timeout import get_timeout, set_timeout, timeout
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
+
+if TYPE_CHECKING:
+    from psycogreen.core._connect import connect
+    from psycogreen.core._guard import (
+        ConnectionBusyError,
+        GuardedConnection,
+        GuardedCursor,
+        GuardedNamedCursor,
+        guarded_connection_class,
+        guarded_cursor_class,
+    )
 
 __all__ = [
     "SCHEDULERS",
+    "ConnectionBusyError",
     "CopyCursorMixin",
     "CopyUnavailableError",
+    "GuardedConnection",
+    "GuardedCursor",
+    "GuardedNamedCursor",
     "PatchConflictError",
     "PollingConnection",
     "PsycogreenError",
@@ -58,12 +76,16 @@ __all__ = [
     "WaitFunc",
     "__version__",
     "check_psycopg",
+    "connect",
     "copy_expert",
     "copy_from",
     "copy_to",
     "current_scheduler",
     "detect_scheduler",
     "get_backend",
+    "get_timeout",
+    "guarded_connection_class",
+    "guarded_cursor_class",
     "is_patched",
     "make_wait_callback",
     "patch",
@@ -71,11 +93,33 @@ __all__ = [
     "psycopg_blocking_reason",
     "register_backend",
     "set_cancel_timeout",
+    "set_timeout",
     "timeout",
     "unpatch",
     "wait_callback",
     "warn_if_psycopg_blocks",
 ]
+
+
+# Names whose modules import psycopg2 (a subclass of its connection, its exceptions): loaded on
+# first use, so that importing core does not import psycopg2.
+_LAZY = {
+    "ConnectionBusyError": "psycogreen.core._guard",
+    "GuardedConnection": "psycogreen.core._guard",
+    "GuardedCursor": "psycogreen.core._guard",
+    "GuardedNamedCursor": "psycogreen.core._guard",
+    "guarded_connection_class": "psycogreen.core._guard",
+    "guarded_cursor_class": "psycogreen.core._guard",
+    "connect": "psycogreen.core._connect",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 (module attributes of any kind)
+    module = _LAZY.get(name)
+    if module is None:
+        message = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(message)
+    return getattr(importlib.import_module(module), name)
 
 
 def patch_psycopg(scheduler: str | None = None, *, force: bool = False) -> str:

@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_CANCEL_TIMEOUT", "cancel"]
 #: Seconds a cancel request may take before core gives up on it.
 DEFAULT_CANCEL_TIMEOUT = 2.0
 
-# PostgresPollingStatusType (libpq-fe.h)
+# The values of libpq's PostgresPollingStatusType, from libpq-fe.h:
 _POLLING_FAILED = 0
 _POLLING_READING = 1
 _POLLING_WRITING = 2
@@ -167,7 +167,7 @@ def _cancel_target(
         (scope,) = struct.unpack_from("=I", raw, 24)
         address = (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flowinfo, scope)
     elif family == getattr(socket, "AF_UNIX", None):
-        path = raw[2:salen] if salen > 2 else raw[2:_SOCKADDR_STORAGE]  # noqa: PLR2004
+        path = raw[2:salen] if salen > 2 else raw[2:_SOCKADDR_STORAGE]
         address = path.split(b"\0", 1)[0].decode(errors="surrogateescape")
     else:
         return None

@@ -10,16 +10,37 @@ only those two waits; every state, error and interruption path lives here.
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Callable
 from typing import NoReturn
 
 from psycogreen.core import _cancel
 from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP
-from psycogreen.core._timeout import current_timeout
+from psycogreen.core._timeout import UNSET, block_timeout, connection_timeouts
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
 
-__all__ = ["make_wait_callback", "set_cancel_timeout"]
+__all__ = ["current_task", "inflight", "make_wait_callback", "set_cancel_timeout"]
 
 _cancel_timeout = _cancel.DEFAULT_CANCEL_TIMEOUT
+
+#: The running greenlet (the thread's main greenlet outside any); ``None`` without greenlet.
+current_task: Callable[[], object]
+try:
+    # Not a scheduler: greenlet is the coroutine primitive under gevent and eventlet alike.
+    from greenlet import getcurrent as current_task
+except ImportError:  # pragma: no cover (no greenlets: only native threads exist)
+
+    def current_task() -> object:
+        return None
+
+
+#: ``id(conn)`` -> the greenlet (``None`` without greenlet) for every connection the
+#: callback is driving.
+#: psycopg2 holds the connection's mutex (``conn->lock``) all that time, so this is exactly
+#: the window in which another greenlet of that thread must not touch the connection: it
+#: would block the whole OS thread in ``pthread_mutex_lock`` (``pqpath.c``). The guarded
+#: connections (``_guard.py``) read it; one set and one delete per operation, none per wait.
+inflight: dict[int, object] = {}
 
 
 def set_cancel_timeout(seconds: float) -> None:
@@ -37,7 +58,7 @@ def set_cancel_timeout(seconds: float) -> None:
     _cancel_timeout = float(seconds)
 
 
-def make_wait_callback(
+def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
     wait_read: WaitFunc,
     wait_write: WaitFunc,
     *,
@@ -67,33 +88,44 @@ def make_wait_callback(
         except AttributeError:
             _not_a_connection(conn)
         if timeout is None:
-            timeout = current_timeout()
-        if timeout is not None:
-            _wait_with_deadline(conn, wait_read, wait_write, timeout, keep_connection_on)
-            return
-        # The hot path: every query of every user comes through here. Keep it to the loop.
-        state = poll()
-        while state != POLL_OK:
-            if state == POLL_READ:
-                wait = wait_read
-            elif state == POLL_WRITE:
-                wait = wait_write
-            else:
-                _bad_state(state)
-            try:
-                wait(fileno())
-            except keep_connection_on:
-                _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+            timeout = block_timeout()
+            if timeout == UNSET:  # no timeout() block: the connection's own limit, if any
+                timeout = _connection_timeout(conn) if connection_timeouts else None
+        key = id(conn)
+        inflight[key] = current_task()
+        try:
+            if timeout is not None:
+                _wait_with_deadline(conn, wait_read, wait_write, timeout, keep_connection_on)
                 return
-            except BaseException:
-                _abandon(conn, wait_read, wait_write)
-                raise
+            # The hot path: every query of every user comes through here. Keep it to the loop.
             state = poll()
+            while state != POLL_OK:
+                if state == POLL_READ:
+                    wait = wait_read
+                elif state == POLL_WRITE:
+                    wait = wait_write
+                else:
+                    _bad_state(state)
+                try:
+                    wait(fileno())
+                except keep_connection_on:
+                    _cancel_and_finish(conn, wait_read, wait_write)
+                    return
+                except BaseException:
+                    _abandon(conn, wait_read, wait_write)
+                    raise
+                state = poll()
+        finally:
+            del inflight[key]
 
     wait_callback.__name__ = wait_callback.__qualname__ = name
     wait_callback.__module__ = module
     wait_callback.__doc__ = _CALLBACK_DOC
     return wait_callback
+
+
+def _connection_timeout(conn: object) -> float | None:
+    return connection_timeouts.get(weakref.ref(conn))
 
 
 _CALLBACK_DOC = """Wait for a psycopg2 connection without blocking the scheduler.
@@ -103,7 +135,8 @@ psycopg2 calls it with the connection whenever libpq would block.
 
 :param conn: the psycopg2 connection.
 :param timeout: a limit in seconds for the operation (bind it with ``functools.partial``);
-    ``None`` uses :func:`psycogreen.core.timeout`'s limit, if any. On expiry the statement is
+    ``None`` uses the limit of the enclosing :func:`psycogreen.core.timeout` block, else the
+    connection's own (:func:`psycogreen.core.set_timeout`), if any. On expiry the statement is
     cancelled on the server and psycopg2 raises ``QueryCanceled``; the connection stays usable
     after ``rollback()``.
 :raises TypeError: ``conn`` is not a psycopg2 connection.
@@ -127,17 +160,15 @@ def _wait_with_deadline(
         try:
             ready = remaining > 0 and wait(conn.fileno(), remaining)
         except keep_connection_on:
-            _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+            _cancel_and_finish(conn, wait_read, wait_write)
             return
         except BaseException:
             _abandon(conn, wait_read, wait_write)
             raise
         if not ready:
             if _connecting(conn):
-                _raise_operational(
-                    f"psycogreen: connection attempt timed out after {timeout:g} s"
-                )
-            _cancel_and_finish(conn, wait_read, wait_write, keep_connection_on)
+                _raise_operational(f"psycogreen: connection attempt timed out after {timeout:g} s")
+            _cancel_and_finish(conn, wait_read, wait_write)
             return
         state = conn.poll()
 
@@ -146,7 +177,6 @@ def _cancel_and_finish(
     conn: PollingConnection,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
-    keep_connection_on: tuple[type[BaseException], ...],
 ) -> None:
     """Cancel the running statement and poll until the server has answered.
 
@@ -167,11 +197,8 @@ def _cancel_and_finish(
     while state != POLL_OK:
         wait = _choose(state, wait_read, wait_write)
         remaining = deadline - time.monotonic()
-        try:
-            ready = remaining > 0 and wait(conn.fileno(), remaining)
-        except keep_connection_on:
-            # A second interrupt while the server is already cancelling: give up on it.
-            raise
+        # A second interrupt while the server is already cancelling propagates: give up on it.
+        ready = remaining > 0 and wait(conn.fileno(), remaining)
         if not ready:
             _raise_operational(
                 "psycogreen: the server did not answer a cancel request within "
@@ -181,13 +208,21 @@ def _cancel_and_finish(
 
 
 def _abandon(conn: PollingConnection, wait_read: WaitFunc, wait_write: WaitFunc) -> None:
-    """Before an exception leaves the callback (and psycopg2 closes the connection), stop the
-    statement on the server: closing the socket alone would leave it running to its end."""
+    """Stop the statement on the server before an exception leaves the callback.
+
+    psycopg2 then closes the connection; closing the socket alone would leave the statement
+    running to its end.
+
+    The cancel is bounded by :func:`set_cancel_timeout`. A failure to cancel is not reported:
+    the exception being handled is what the caller must see. A second interrupt during the
+    cancel (an outer timeout, a kill) ends the cancel and propagates instead, as any
+    exception raised while handling another does; the first one is its ``__context__``.
+    """
     if _connecting(conn):
-        return
+        return  # nothing runs on the server yet; psycopg2 drops the half-made connection
     try:
         _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout)
-    except BaseException:  # noqa: BLE001, S110 (the original exception is what propagates)
+    except Exception:  # noqa: BLE001, S110 (the original exception is what propagates)
         pass
 
 
@@ -196,7 +231,7 @@ def _choose(state: int, wait_read: WaitFunc, wait_write: WaitFunc) -> WaitFunc:
         return wait_read
     if state == POLL_WRITE:
         return wait_write
-    _bad_state(state)
+    return _bad_state(state)
 
 
 # psycopg2 (connection.h, conn_poll()): a connection is CONN_STATUS_SETUP (0) until its first

@@ -90,11 +90,13 @@ def patch(scheduler: str, *, force: bool = False) -> None:
         current = ext.get_wait_callback()
         if current is None or force:
             ext.set_wait_callback(callback)
+            _guard_connect(install=True)
             return
         owner, ours = _owner(current)
         if owner == scheduler:
             if not ours:  # a known equivalent: ours supersedes it
                 ext.set_wait_callback(callback)
+            _guard_connect(install=True)
             return
         raise PatchConflictError(_conflict_message(scheduler, current, owner, ours=ours))
 
@@ -114,7 +116,18 @@ def unpatch() -> bool:
         if current is None or not _owner(current)[1]:
             return False
         ext.set_wait_callback(None)
+        _guard_connect(install=False)
         return True
+
+
+def _guard_connect(*, install: bool) -> None:
+    """Make ``psycopg2.connect`` return guarded connections while psycopg2 is patched."""
+    from psycogreen.core import _connect  # noqa: PLC0415 (imports psycopg2: patch time only)
+
+    if install:
+        _connect.install()
+    else:
+        _connect.uninstall()
 
 
 def current_scheduler() -> str | None:

@@ -1,22 +1,61 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""A query deadline owned by psycogreen, scoped to the calling task."""
+"""Query deadlines owned by psycogreen: per block of code, and per connection.
+
+On expiry the statement is cancelled on the server and psycopg2 raises the server's
+``QueryCanceled``; the connection stays usable after ``rollback()`` (see ``_poll.py``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 from collections.abc import Iterator
 
-__all__ = ["current_timeout", "timeout"]
+__all__ = [
+    "UNSET",
+    "block_timeout",
+    "connection_timeouts",
+    "current_timeout",
+    "get_timeout",
+    "set_timeout",
+    "timeout",
+]
+
+#: The context variable's value when no ``timeout()`` block is active. ``None`` is taken: it
+#: means a block lifted every limit. Timeouts are positive, so 0.0 cannot be mistaken for one.
+UNSET = 0.0
 
 # greenlet >= 0.4.17 gives every greenlet its own contextvars context, so a deadline set in
 # one greenlet is invisible to the others sharing the OS thread (gevent and eventlet alike).
 _timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "psycogreen_timeout", default=None
+    "psycogreen_timeout", default=UNSET
 )
 
-#: The timeout in force for the current task, or ``None``.
-current_timeout = _timeout.get
+#: The limit of the innermost ``timeout()`` block: a number, ``None`` (lifted) or ``UNSET``.
+block_timeout = _timeout.get
+
+
+def current_timeout() -> float | None:
+    """The limit of the innermost ``timeout()`` block, ``None`` if there is none (or no limit)."""
+    value = _timeout.get()
+    return None if value == UNSET else value
+
+
+#: Per-connection limits (:func:`set_timeout`), keyed by weak reference (weak references
+#: hash and compare as their referents): a forgotten connection does not stay alive for its
+#: setting. A plain dict, so that the wait callback's "is any set?" check costs no call.
+connection_timeouts: dict[weakref.ref[object], float] = {}
+
+
+def _forget(ref: weakref.ref[object]) -> None:
+    connection_timeouts.pop(ref, None)
+
+
+def _check(seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:
+        message = f"timeout must be a positive number of seconds or None, not {seconds!r}"
+        raise ValueError(message)
 
 
 @contextlib.contextmanager
@@ -26,19 +65,48 @@ def timeout(seconds: float | None) -> Iterator[None]:
     An operation (a query, a commit, a connect, a fetch from a named cursor) that is still
     running when its time is up is cancelled on the server: psycopg2 then raises
     ``psycopg2.errors.QueryCanceled`` and the connection stays usable after ``rollback()``.
-    A connect that times out raises ``psycopg2.OperationalError``. ``None`` lifts an
-    enclosing limit. The limit applies to each operation, not to the block as a whole.
+    A connect that times out raises ``psycopg2.OperationalError``. ``None`` lifts every
+    limit for the block, the connections' own (:func:`set_timeout`) included. The limit
+    applies to each operation, not to the block as a whole.
 
     :param seconds: the limit, a positive number of seconds, or ``None``.
     :raises ValueError: ``seconds`` is not positive.
 
     .. versionadded:: 1.0
     """
-    if seconds is not None and not seconds > 0:
-        message = f"timeout must be a positive number of seconds or None, not {seconds!r}"
-        raise ValueError(message)
+    _check(seconds)
     token = _timeout.set(seconds)
     try:
         yield
     finally:
         _timeout.reset(token)
+
+
+def set_timeout(conn: object, seconds: float | None) -> None:
+    """Bound every operation on ``conn`` to ``seconds`` (``None`` removes the limit).
+
+    The same deadline as :func:`timeout`, attached to one connection: on expiry the
+    statement is cancelled on the server, psycopg2 raises ``QueryCanceled`` and the
+    connection stays usable after ``rollback()``. A :func:`timeout` block, or the
+    ``timeout`` argument bound to the wait callback, takes precedence. A connection opened
+    with ``psycopg2.connect(..., psycogreen_timeout=seconds)`` (once psycopg2 is patched)
+    has it set from the start, its connect included.
+
+    :param conn: a psycopg2 connection.
+    :raises ValueError: ``seconds`` is not positive.
+
+    .. versionadded:: 1.0
+    """
+    _check(seconds)
+    if seconds is None:
+        connection_timeouts.pop(weakref.ref(conn), None)
+    else:
+        connection_timeouts[weakref.ref(conn, _forget)] = float(seconds)
+
+
+def get_timeout(conn: object) -> float | None:
+    """The limit :func:`set_timeout` gave ``conn``, or ``None``.
+
+    .. versionadded:: 1.0
+    """
+    return connection_timeouts.get(weakref.ref(conn))

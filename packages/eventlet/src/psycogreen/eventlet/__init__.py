@@ -8,9 +8,10 @@ hub.
 
 from __future__ import annotations
 
-from eventlet.hubs import trampoline
-
+from eventlet.hubs import _threadlocal, trampoline
 from psycogreen.core import make_wait_callback, patch, register_backend
+from psycogreen.core._blocking import _wait_read as _blocking_read
+from psycogreen.core._blocking import _wait_write as _blocking_write
 from psycogreen.eventlet.__about__ import __version__
 
 __all__ = ["__version__", "eventlet_wait_callback", "patch_psycopg"]
@@ -21,6 +22,10 @@ class _Expired(Exception):  # noqa: N818 (private signal, never seen by users)
 
 
 def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
+    if getattr(_threadlocal, "hub", None) is None:
+        # A thread with no hub (a native thread, a tpool worker): nothing else can run here,
+        # so block this thread only instead of starting a hub in it.
+        return _blocking_read(fd, timeout)
     try:
         trampoline(fd, read=True, timeout=timeout, timeout_exc=_Expired)
     except _Expired:
@@ -29,6 +34,8 @@ def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
 
 
 def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
+    if getattr(_threadlocal, "hub", None) is None:
+        return _blocking_write(fd, timeout)
     try:
         trampoline(fd, write=True, timeout=timeout, timeout_exc=_Expired)
     except _Expired:

@@ -1,0 +1,368 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Guarded connections and cursors: a clear error, not a frozen process, when greenlets share one.
+
+While psycopg2 waits in the callback it holds the connection's mutex (``conn->lock``;
+``pqpath.c``: ``pq_commit``, ``pq_abort``, ``pq_reset``, ``_pq_execute_sync``;
+``connection_int.c``: ``conn_close``, ``conn_set_session``, ``conn_set_client_encoding``,
+``conn_tpc_*``). Another greenlet of the same OS thread that calls one of those methods blocks
+in ``pthread_mutex_lock`` with the GIL released, and the hub can never run again: the process
+freezes, and neither a timeout nor Ctrl-C ends it. ``execute()`` does not freeze but fails with
+"execute cannot be used while an asynchronous query is underway", which names the wrong cause.
+
+The classes here check, before psycopg2 takes the mutex, whether the wait callback is driving
+the connection for another greenlet of this thread (``_poll.inflight``), and raise
+:class:`ConnectionBusyError` if so. Another OS thread is left alone: psycopg2's mutex
+serialises threads correctly, blocking only the waiting thread.
+
+They sit directly above psycopg2's own classes in the method resolution order, also when
+combined with a user's ``connection_factory`` or ``cursor_factory``: the user's overrides run
+first, and the check runs just before psycopg2's C method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from psycogreen.core._poll import current_task, inflight
+
+__all__ = [
+    "ConnectionBusyError",
+    "GuardedConnection",
+    "GuardedCursor",
+    "GuardedNamedCursor",
+    "guarded_connection_class",
+    "guarded_cursor_class",
+]
+
+_Connection = psycopg2.extensions.connection
+_Cursor = psycopg2.extensions.cursor
+# psycopg2's own descriptors of the session attributes, which the properties below extend.
+_AUTOCOMMIT: Any = _Connection.__dict__["autocommit"]
+_ISOLATION_LEVEL: Any = _Connection.__dict__["isolation_level"]
+_READONLY: Any = _Connection.__dict__["readonly"]
+_DEFERRABLE: Any = _Connection.__dict__["deferrable"]
+
+
+class ConnectionBusyError(psycopg2.ProgrammingError):
+    """An operation on a connection while another greenlet's query on it is in flight.
+
+    The other greenlet's operation is not affected. ``conn.cancel()`` is allowed meanwhile.
+
+    .. versionadded:: 1.0
+    """
+
+
+def _refuse(conn: object, operation: str) -> None:
+    """Raise :class:`ConnectionBusyError` if another greenlet of this thread is using ``conn``."""
+    task = inflight.get(id(conn))
+    if task is None:
+        return  # idle, or driven where there are no greenlets: only threads, which the mutex
+        # serialises correctly
+    current = current_task()
+    if task is current:
+        return  # pragma: no cover (the owner is suspended in the callback: it cannot call)
+    if _root(task) is not _root(current):
+        return  # another OS thread: psycopg2's mutex serialises us, blocking this thread only
+    message = (
+        f"{operation} cannot run now: another greenlet ({task!r}) is running an operation on "
+        f"this connection, and psycopg2 would block the whole thread until it ends. A "
+        f"psycopg2 connection serves one greenlet at a time: give each greenlet its own "
+        f"connection (a pool), or serialise its use with a lock. conn.cancel() may interrupt "
+        f"the running operation."
+    )
+    raise ConnectionBusyError(message)
+
+
+def _root(task: object) -> object:
+    """The main greenlet of ``task``'s thread.
+
+    ``_thread.get_ident`` cannot tell threads apart: gevent's monkey-patching makes it
+    return a number per greenlet.
+    """
+    parent = getattr(task, "parent", None)
+    while parent is not None:
+        task, parent = parent, getattr(parent, "parent", None)
+    return task
+
+
+class GuardedConnection(_Connection):
+    """A psycopg2 connection that refuses cross-greenlet use instead of freezing the process.
+
+    ``psycopg2.connect()`` returns one (or a subclass of the user's ``connection_factory``
+    with this class mixed in) once psycogreen has patched psycopg2. Its cursors are guarded
+    likewise (:class:`GuardedCursor`). Everything else is psycopg2's connection.
+
+    .. versionadded:: 1.0
+    """
+
+    # Each override checks before psycopg2 takes the connection's mutex. The ``if inflight``
+    # keeps the common case (no query in flight anywhere) to one truth test.
+
+    def commit(self) -> None:
+        """psycopg2's ``commit()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "commit()")
+        _Connection.commit(self)
+
+    def rollback(self) -> None:
+        """psycopg2's ``rollback()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "rollback()")
+        _Connection.rollback(self)
+
+    def close(self) -> None:
+        """psycopg2's ``close()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "close()")
+        _Connection.close(self)
+
+    def reset(self) -> None:
+        """psycopg2's ``reset()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "reset()")
+        _Connection.reset(self)
+
+    def set_session(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (psycopg2's)
+        """psycopg2's ``set_session()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "set_session()")
+        _Connection.set_session(self, *args, **kwargs)
+
+    def set_isolation_level(self, level: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
+        """psycopg2's ``set_isolation_level()``, refused while another greenlet uses it."""
+        if inflight:
+            _refuse(self, "set_isolation_level()")
+        _Connection.set_isolation_level(self, level)
+
+    def set_client_encoding(self, encoding: str) -> None:
+        """psycopg2's ``set_client_encoding()``, refused while another greenlet uses it."""
+        if inflight:
+            _refuse(self, "set_client_encoding()")
+        _Connection.set_client_encoding(self, encoding)
+
+    def tpc_begin(self, xid: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
+        """psycopg2's ``tpc_begin()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "tpc_begin()")
+        _Connection.tpc_begin(self, xid)
+
+    def tpc_prepare(self) -> None:
+        """psycopg2's ``tpc_prepare()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "tpc_prepare()")
+        _Connection.tpc_prepare(self)
+
+    def tpc_commit(self, *args: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
+        """psycopg2's ``tpc_commit()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "tpc_commit()")
+        _Connection.tpc_commit(self, *args)
+
+    def tpc_rollback(self, *args: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
+        """psycopg2's ``tpc_rollback()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "tpc_rollback()")
+        _Connection.tpc_rollback(self, *args)
+
+    def tpc_recover(self) -> Any:  # noqa: ANN401 (psycopg2's signature)
+        """psycopg2's ``tpc_recover()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self, "tpc_recover()")
+        return _Connection.tpc_recover(self)
+
+    # The session attributes' setters go through conn_set_session (the mutex) as well.
+
+    @property
+    def autocommit(self) -> Any:  # noqa: ANN401 (psycopg2's attribute)
+        """psycopg2's ``autocommit``; setting it is refused while another greenlet uses it."""
+        return _AUTOCOMMIT.__get__(self)
+
+    @autocommit.setter
+    def autocommit(self, value: Any) -> None:  # noqa: ANN401
+        if inflight:
+            _refuse(self, "setting autocommit")
+        _AUTOCOMMIT.__set__(self, value)
+
+    @property
+    def isolation_level(self) -> Any:  # noqa: ANN401 (psycopg2's attribute)
+        """psycopg2's ``isolation_level``; setting it is refused while another greenlet uses it."""
+        return _ISOLATION_LEVEL.__get__(self)
+
+    @isolation_level.setter
+    def isolation_level(self, value: Any) -> None:  # noqa: ANN401
+        if inflight:
+            _refuse(self, "setting isolation_level")
+        _ISOLATION_LEVEL.__set__(self, value)
+
+    @property
+    def readonly(self) -> Any:  # noqa: ANN401 (psycopg2's attribute)
+        """psycopg2's ``readonly``; setting it is refused while another greenlet uses it."""
+        return _READONLY.__get__(self)
+
+    @readonly.setter
+    def readonly(self, value: Any) -> None:  # noqa: ANN401
+        if inflight:
+            _refuse(self, "setting readonly")
+        _READONLY.__set__(self, value)
+
+    @property
+    def deferrable(self) -> Any:  # noqa: ANN401 (psycopg2's attribute)
+        """psycopg2's ``deferrable``; setting it is refused while another greenlet uses it."""
+        return _DEFERRABLE.__get__(self)
+
+    @deferrable.setter
+    def deferrable(self, value: Any) -> None:  # noqa: ANN401
+        if inflight:
+            _refuse(self, "setting deferrable")
+        _DEFERRABLE.__set__(self, value)
+
+    def cursor(
+        self,
+        name: str | bytes | None = None,
+        cursor_factory: Any = None,  # noqa: ANN401 (any callable psycopg2 accepts)
+        withhold: bool = False,  # noqa: FBT001, FBT002 (psycopg2's signature)
+        scrollable: bool | None = None,  # noqa: FBT001 (psycopg2's signature)
+    ) -> Any:  # noqa: ANN401 (the factory's type)
+        """psycopg2's ``cursor()``; the cursor's class is the factory's, guarded."""
+        factory = cursor_factory or getattr(self, "cursor_factory", None) or _Cursor
+        return _Connection.cursor(
+            self,
+            name,
+            cursor_factory=guarded_cursor_class(factory, named=name is not None),
+            withhold=withhold,
+            scrollable=scrollable,
+        )
+
+
+class GuardedCursor(_Cursor):
+    """A psycopg2 cursor whose statements are refused while another greenlet uses the connection.
+
+    .. versionadded:: 1.0
+    """
+
+    def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002, ANN401
+        """psycopg2's ``execute()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "execute()")
+        _Cursor.execute(self, query, vars)
+
+    def executemany(self, query: Any, vars_list: Any) -> None:  # noqa: ANN401
+        """psycopg2's ``executemany()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "executemany()")
+        _Cursor.executemany(self, query, vars_list)
+
+    def callproc(self, procname: Any, parameters: Any = None) -> Any:  # noqa: ANN401
+        """psycopg2's ``callproc()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "callproc()")
+        if parameters is None:
+            return _Cursor.callproc(self, procname)
+        return _Cursor.callproc(self, procname, parameters)
+
+
+class GuardedNamedCursor(GuardedCursor):
+    """A server-side (named) cursor: its fetches and ``close()`` talk to the server too.
+
+    .. versionadded:: 1.0
+    """
+
+    def fetchone(self) -> Any:  # noqa: ANN401 (the row type is the factory's)
+        """psycopg2's ``fetchone()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "fetchone()")
+        return _Cursor.fetchone(self)
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """psycopg2's ``fetchmany()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "fetchmany()")
+        return _Cursor.fetchmany(self, *args, **kwargs)
+
+    def fetchall(self) -> Any:  # noqa: ANN401
+        """psycopg2's ``fetchall()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "fetchall()")
+        return _Cursor.fetchall(self)
+
+    def scroll(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (psycopg2's)
+        """psycopg2's ``scroll()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "scroll()")
+        _Cursor.scroll(self, *args, **kwargs)
+
+    def close(self) -> None:
+        """psycopg2's ``close()``, refused while another greenlet uses the connection."""
+        if inflight:
+            _refuse(self.connection, "close()")
+        _Cursor.close(self)
+
+    def __next__(self) -> Any:  # noqa: ANN401
+        """The next row; a FETCH of ``itersize`` rows when the buffer is empty."""
+        if inflight:
+            _refuse(self.connection, "iterating a named cursor")
+        return _Cursor.__next__(self)
+
+
+_GUARDS = (GuardedConnection, GuardedCursor, GuardedNamedCursor)
+_classes: dict[tuple[Any, type], Any] = {}
+
+
+def _mix(factory: Any, guard: type) -> Any:  # noqa: ANN401 (a class, or a callable as given)
+    """``factory`` with ``guard`` mixed in right above psycopg2's class.
+
+    ``factory`` is returned as is when that is impossible (not a subclass of psycopg2's
+    class: a function, say).
+    """
+    key = (factory, guard)
+    cls = _classes.get(key)
+    if cls is not None:
+        return cls
+    base = guard.__mro__[-2]  # psycopg2's own class, just before object
+    if not isinstance(factory, type) or not issubclass(factory, base):
+        cls = factory
+    elif factory is base:
+        cls = guard
+    elif issubclass(factory, guard):
+        cls = factory
+    elif factory in _GUARDS:  # a weaker guard (GuardedCursor for a named cursor)
+        cls = guard
+    else:
+        # (factory, guard): C3 puts guard after every class of factory's hierarchy except
+        # psycopg2's own, which guard derives from: the user's overrides run first.
+        namespace = {
+            "__module__": factory.__module__,
+            "__qualname__": factory.__qualname__,
+            "__doc__": factory.__doc__,
+        }
+        try:
+            cls = type(factory.__name__, (factory, guard), namespace)
+        except TypeError:  # an incompatible layout (another C subclass): leave it unguarded
+            cls = factory
+    _classes[key] = cls
+    return cls
+
+
+def guarded_connection_class(factory: Any = None) -> Any:  # noqa: ANN401
+    """``factory`` (a connection class; psycopg2's by default) with the guard mixed in.
+
+    A ``connection_factory`` that is not a class derived from psycopg2's connection (any
+    callable psycopg2 accepts) is returned unchanged: its connections are not guarded.
+
+    .. versionadded:: 1.0
+    """
+    return _mix(_Connection if factory is None else factory, GuardedConnection)
+
+
+def guarded_cursor_class(factory: Any = None, *, named: bool = False) -> Any:  # noqa: ANN401
+    """``factory`` (a cursor class; psycopg2's by default) with the guard mixed in.
+
+    :param named: the guard for a server-side cursor, whose fetches talk to the server.
+
+    .. versionadded:: 1.0
+    """
+    guard = GuardedNamedCursor if named else GuardedCursor
+    return _mix(_Cursor if factory is None else factory, guard)
