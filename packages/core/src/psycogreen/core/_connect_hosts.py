@@ -201,10 +201,7 @@ def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
         return connect(dsn)
     limit = current_timeout()
     deadline = None if limit is None else time.monotonic() + limit
-    try:
-        plan = plan_connect(dsn, os.environ, ext.libpq_version())
-    except _Opaque:
-        plan = None
+    plan = plan_connect(dsn, os.environ, ext.libpq_version())
     if plan is None:
         # Unparsable DSN (psycopg2 reports it), or a service file psycogreen cannot read:
         # one libpq call, bounded by what is known of the limits.
@@ -223,9 +220,18 @@ class _Opaque(Exception):  # noqa: N818 (private signal)
 def plan_connect(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPlan | None:
     """Work out the host slots of ``dsn`` as libpq's ``connectOptions2()`` does.
 
-    :return: the plan, or ``None`` when the DSN cannot be parsed (psycopg2 then reports it).
+    :return: the plan, or ``None`` when libpq should have the DSN whole: it cannot be parsed,
+        its host, hostaddr and port lists do not match (libpq reports either), or it names a
+        service psycogreen finds in no service file it knows.
     :raises psycopg2.OperationalError: ``connect_timeout`` is not an integer (libpq's message).
     """
+    try:
+        return _plan(dsn, environ, libpq_version)
+    except _Opaque:
+        return None
+
+
+def _plan(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPlan | None:
     import psycopg2  # noqa: PLC0415
     import psycopg2.extensions  # noqa: PLC0415
 
@@ -246,12 +252,19 @@ def plan_connect(dsn: str, environ: Mapping[str, str], libpq_version: int) -> Co
     slots = _expand(effective)
     if slots is None:
         raise _Opaque
+    try:
+        seconds = _parse_timeout(effective.get("connect_timeout"))
+    except psycopg2.OperationalError as exc:
+        if libpq_version >= 170000:
+            # libpq 17 reports it as the failure of the first host's attempt (measured).
+            _raise(f"{slots[0].describe()} failed: {exc}")
+        raise
     tsa = effective.get("target_session_attrs")
     lbh = effective.get("load_balance_hosts")
     return ConnectPlan(
         params=params,
         slots=slots,
-        connect_timeout=_parse_timeout(effective.get("connect_timeout")),
+        connect_timeout=seconds,
         target_session_attrs=tsa,
         load_balance=lbh == "random" and libpq_version >= 160000,
     )
@@ -372,25 +385,36 @@ def _read_service(path: Path, service: str) -> dict[str, str] | None:
 
 @dataclass
 class _Failures:
-    """The errors of every attempt, reported together as libpq does."""
+    """The errors of every attempt, reported together as libpq does.
 
-    errors: list[BaseException] = field(default_factory=list)
+    Only messages are kept. A failed attempt's exception holds, through its traceback, the
+    wait callback's frame and so the half-made connection: dropping it at once lets
+    psycopg2 close that socket now, not when the final error is garbage-collected.
+    """
+
     lines: list[str] = field(default_factory=list)
+    first: BaseException | None = None
+    count: int = 0
 
     def add(self, exc: BaseException, line: str) -> None:
-        self.errors.append(exc)
+        self.count += 1
+        if self.count == 1 and not isinstance(exc, _Timeout):
+            self.first = exc.with_traceback(None)
         line = line.rstrip("\n")
         if line not in self.lines:  # an option error repeats for every host: say it once
             self.lines.append(line)
 
     def raise_(self) -> NoReturn:
         message = "\n".join(self.lines) + "\n"
-        first = self.errors[0]
-        if len(self.lines) == 1 and str(first) == message:
-            raise first  # one cause for every attempt (a bad option): libpq's own error
+        first, self.first = self.first, None
+        try:
+            if first is not None and str(first) == message:
+                raise first  # one cause for every attempt (a bad option): libpq's own error
+        finally:
+            del first  # no cycle through this frame
         import psycopg2  # noqa: PLC0415
 
-        raise psycopg2.OperationalError(message) from self.errors[-1]
+        raise psycopg2.OperationalError(message) from None
 
 
 class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)

@@ -1,0 +1,387 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Connect scenarios: dead hosts, slow resolvers, leaks (``python -m tests.support.green``).
+
+Every scenario connects the ordinary way, ``psycopg2.connect(...)`` after patching, through
+the backend under test (``none``: core's scheduler-free callback). Dead hosts are sockets made
+here on 127.0.0.1: one that listens and never accepts (the kernel completes the handshake, the
+startup packet is never read), one that accepts and never answers, and a closed port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+import psycogreen.core as core
+from tests.support.green import Scheduler, heartbeat
+
+#: A name only the fake resolvers of these scenarios know.
+FAKE_NAME = "db.psycogreen.test"
+
+
+def _patch(sched: Scheduler) -> None:
+    if sched.name == "none":
+        core.patch_psycopg("blocking")
+    else:
+        importlib.import_module(f"psycogreen.{sched.name}").patch_psycopg()
+
+
+def _server(dsn: str) -> tuple[str, str, dict[str, str]]:
+    """The real server's host and port, and the other parameters of ``dsn``."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    host = params.pop("host", "127.0.0.1")
+    port = params.pop("port", "5432")
+    params.pop("hostaddr", None)
+    return host, port, params
+
+
+def _dsn(params: dict[str, str], **more: Any) -> str:
+    return str(psycopg2.extensions.make_dsn(**{**params, **more}))
+
+
+class DeadHosts:
+    """Sockets on 127.0.0.1 that never answer a startup packet, and a closed port."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self._socks: list[socket.socket] = []
+        self.accepted: list[socket.socket] = []
+        self.never_accepts = self._listen(backlog=1)
+        self.silent = self._listen(backlog=16)
+        accepting = self._socks[-1]
+        if sched.name == "none":
+            threading.Thread(target=self._accept, args=(accepting,), daemon=True).start()
+        else:
+            self._acceptor = sched.spawn(self._accept, accepting)
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            self.closed = closed.getsockname()[1]
+
+    def _listen(self, backlog: int) -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)
+        self._socks.append(sock)
+        return int(sock.getsockname()[1])
+
+    def _accept(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = sock.accept()
+                self.accepted.append(conn)  # held open, never answered
+
+    def port(self, kind: str) -> int:
+        return int(getattr(self, kind))
+
+    def close(self) -> None:
+        if self.sched.name != "none":
+            self.sched.kill(self._acceptor)
+        for sock in self._socks + self.accepted:
+            sock.close()
+
+
+@contextlib.contextmanager
+def dead_hosts(sched: Scheduler) -> Iterator[DeadHosts]:
+    hosts = DeadHosts(sched)
+    try:
+        yield hosts
+    finally:
+        hosts.close()
+
+
+def _backend_port(conn: Any) -> int:
+    cur = conn.cursor()
+    cur.execute("SELECT inet_server_port()")
+    return int(cur.fetchone()[0])
+
+
+def dead_first(
+    sched: Scheduler, dsn: str, kind: str, connect_timeout: int = 2, how: str = "dsn"
+) -> dict[str, Any]:
+    """A dead host first in the list, then the real server: connected after one timeout."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    out: dict[str, Any] = {}
+    with dead_hosts(sched) as dead:
+        hosts = f"127.0.0.1,{host}"
+        ports = f"{dead.port(kind)},{port}"
+        kwargs: dict[str, Any] = {}
+        if how == "dsn":
+            target = _dsn(params, host=hosts, port=ports, connect_timeout=connect_timeout)
+        elif how == "kwargs":
+            target = _dsn(params)
+            kwargs = {"host": hosts, "port": ports, "connect_timeout": connect_timeout}
+        else:  # the environment, as libpq reads it
+            target = _dsn(params)
+            os.environ.update(PGHOST=hosts, PGPORT=ports, PGCONNECT_TIMEOUT=str(connect_timeout))
+        measure = heartbeat(sched) if sched.name != "none" else contextlib.nullcontext()
+        with measure as hb:
+            start = time.perf_counter()
+            conn = psycopg2.connect(target, **kwargs)
+            out["elapsed"] = time.perf_counter() - start
+        out["max_gap"] = max(hb.gaps, default=0.0) if hb is not None else None
+        out["ticks"] = len(hb.gaps) if hb is not None else None
+        out["port"] = _backend_port(conn)
+        out["server_port"] = int(port)
+        conn.close()
+    return out
+
+
+def all_dead(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str, Any]:
+    """Every host dead: one error, within N x connect_timeout, naming every host."""
+    _patch(sched)
+    _, _, params = _server(dsn)
+    with dead_hosts(sched) as dead:
+        ports = [dead.never_accepts, dead.silent, dead.closed]
+        target = _dsn(
+            params,
+            host="127.0.0.1,127.0.0.1,127.0.0.1",
+            port=",".join(map(str, ports)),
+            connect_timeout=connect_timeout,
+        )
+        start = time.perf_counter()
+        try:
+            psycopg2.connect(target)
+        except psycopg2.OperationalError as exc:
+            error = [type(exc).__name__, str(exc)]
+        else:
+            error = None
+        elapsed = time.perf_counter() - start
+    return {"elapsed": elapsed, "error": error, "ports": ports}
+
+
+def deadline(sched: Scheduler, dsn: str, seconds: float = 1.0) -> dict[str, Any]:
+    """psycogreen's own deadline bounds a connect that has no connect_timeout."""
+    _patch(sched)
+    _, _, params = _server(dsn)
+    with dead_hosts(sched) as dead:
+        target = _dsn(params, host="127.0.0.1,127.0.0.1", port=f"{dead.silent},{dead.silent}")
+        start = time.perf_counter()
+        try:
+            with core.timeout(seconds):
+                psycopg2.connect(target)
+        except psycopg2.OperationalError as exc:
+            error: list[str] | None = [type(exc).__name__, str(exc)]
+        else:
+            error = None
+    return {"elapsed": time.perf_counter() - start, "error": error, "port": dead.silent}
+
+
+# --- resolvers made slow by the test -------------------------------------------------------------
+
+
+def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> None:
+    """Make the scheduler's resolver take ``delay`` s (sleeping green) and know ``names``."""
+    if sched.name == "gevent":
+        import gevent
+
+        hub = gevent.get_hub()
+        real = hub.resolver
+
+        class SlowResolver:
+            def getaddrinfo(self, host: Any, port: Any, family: int = 0, *args: Any) -> Any:
+                gevent.sleep(delay)
+                if host in names:
+                    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port or 0))]
+                if host in ("localhost",):
+                    return real.getaddrinfo(host, port, family, *args)
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        hub.resolver = SlowResolver()
+    elif sched.name == "eventlet":
+        import eventlet
+        from eventlet.support import greendns
+
+        class Answer:
+            def __init__(self, qname: str, addresses: list[str]) -> None:
+                self.qname = qname
+                self.rrset = [type("RR", (), {"address": a})() for a in addresses]
+
+        def resolve(name: str, family: int = socket.AF_INET, *args: Any, **kwargs: Any) -> Any:
+            eventlet.sleep(delay / 2)  # eventlet asks for AAAA, then A
+            if name in names:
+                return Answer(name, [names[name]] if family == socket.AF_INET else [])
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        greendns.resolve = resolve
+    else:
+        message = f"no green resolver under {sched.name}"
+        raise RuntimeError(message)
+
+
+def slow_dns(sched: Scheduler, dsn: str, delay: float = 0.5) -> dict[str, Any]:
+    """Names resolved by a slow green resolver: the hub keeps ticking; libpq gets the name."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    _slow_resolver(sched, delay, {FAKE_NAME: host})
+    out: dict[str, Any] = {}
+    with heartbeat(sched) as hb:
+        start = time.perf_counter()
+        conn = psycopg2.connect(_dsn(params, host=FAKE_NAME, port=port))
+        out["elapsed"] = time.perf_counter() - start
+    out["max_gap"] = max(hb.gaps, default=0.0)
+    out["ticks"] = len(hb.gaps)
+    out["host"] = conn.info.host
+    out["dsn_host"] = conn.get_dsn_parameters().get("host")
+    out["hostaddr"] = conn.get_dsn_parameters().get("hostaddr")
+    out["port"] = _backend_port(conn)
+    conn.close()
+
+    # an unknown name first in the list: reported, and the next host is tried
+    conn = psycopg2.connect(_dsn(params, host=f"nosuch.psycogreen.test,{FAKE_NAME}", port=port))
+    out["after_unknown"] = conn.info.host
+    conn.close()
+
+    # only an unknown name: a prompt OperationalError naming it
+    start = time.perf_counter()
+    try:
+        psycopg2.connect(_dsn(params, host="nosuch.psycogreen.test", port=port))
+    except psycopg2.OperationalError as exc:
+        out["unknown"] = [type(exc).__name__, str(exc), time.perf_counter() - start]
+    return out
+
+
+# --- ordinary ways of connecting ---------------------------------------------------------------
+
+
+class Connection(psycopg2.extensions.connection):
+    """A user's connection_factory."""
+
+
+def factory_and_sockets(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """connection_factory is respected; unix-socket hosts are not resolved and still work."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    out: dict[str, Any] = {}
+    with dead_hosts(sched) as dead:
+        conn = psycopg2.connect(
+            _dsn(params, host=f"127.0.0.1,{host}", port=f"{dead.closed},{port}"),
+            connection_factory=Connection,
+        )
+        out["factory"] = type(conn).__mro__.index(Connection) >= 0
+        cur = conn.cursor()
+        cur.execute("SHOW unix_socket_directories")
+        dirs = [d.strip() for d in cur.fetchone()[0].split(",") if d.strip().startswith("/")]
+        conn.close()
+    out["socket_dir"] = bool(dirs)
+    if dirs:
+        missing = "/nonexistent-psycogreen-dir"
+        conn = psycopg2.connect(_dsn(params, host=f"{missing},{dirs[0]}", port=port))
+        out["socket_host"] = conn.info.host == dirs[0]
+        conn.close()
+        try:
+            psycopg2.connect(_dsn(params, host=missing, port=port))
+        except psycopg2.OperationalError as exc:
+            out["socket_error"] = str(exc)
+    return out
+
+
+def service_file(sched: Scheduler, dsn: str, path: str, connect_timeout: int = 2) -> dict[str, Any]:
+    """``service=`` from a service file with a dead host first, and keyword arguments."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    with dead_hosts(sched) as dead:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("# written by the test\n[psycogreen_test]\n")
+            f.write(f"host=127.0.0.1,{host}\nport={dead.silent},{port}\n")
+            f.write(f"connect_timeout={connect_timeout}\n")
+            for key in ("user", "dbname"):
+                if key in params:
+                    f.write(f"{key}={params[key]}\n")
+        os.environ["PGSERVICEFILE"] = path
+        start = time.perf_counter()
+        conn = psycopg2.connect("service=psycogreen_test")
+        elapsed = time.perf_counter() - start
+        out = {"elapsed": elapsed, "port": _backend_port(conn), "server_port": int(port)}
+        conn.close()
+    return out
+
+
+def bad_input(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """A malformed DSN and a bad option give psycopg2's and libpq's own errors."""
+    _patch(sched)
+    out: dict[str, Any] = {}
+    for name, target in {
+        "malformed": "host=127.0.0.1 = port",
+        "bad_option": dsn + " sslmode=bogus",
+        "bad_timeout": dsn + " connect_timeout=soon",
+        "mismatch": "host=127.0.0.1,127.0.0.1 port=1,2,3",
+    }.items():
+        try:
+            psycopg2.connect(target)
+        except psycopg2.Error as exc:
+            out[name] = [type(exc).__name__, str(exc)]
+    return out
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def fd_leak(sched: Scheduler, dsn: str, n: int = 1000, timeouts: int = 3) -> dict[str, Any]:
+    """``n`` failed connects (refused, unknown name, bad database) and a few timeouts."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    if sched.name != "none":
+        _slow_resolver(sched, 0.0, {FAKE_NAME: host})
+    failures = {"ok": 0, "failed": 0}
+    with dead_hosts(sched) as dead:
+        # warm up: first connects load libraries and open files kept for the process
+        for target in (
+            _dsn(params, host=host, port=port),
+            _dsn(params, host="127.0.0.1", port=dead.closed),
+        ):
+            with contextlib.suppress(psycopg2.OperationalError):
+                psycopg2.connect(target).close()
+        before = _fds()
+        targets = [
+            _dsn(params, host="127.0.0.1", port=dead.closed),
+            _dsn(
+                params, host=f"127.0.0.1,{host}", port=f"{dead.closed},{port}", dbname="no_such_db"
+            ),
+        ]
+        if sched.name != "none":
+            targets.append(
+                _dsn(params, host=f"nosuch.psycogreen.test,{FAKE_NAME}", port=dead.closed)
+            )
+        for i in range(n):
+            try:
+                psycopg2.connect(targets[i % len(targets)])
+            except psycopg2.OperationalError:
+                failures["failed"] += 1
+            else:
+                failures["ok"] += 1
+
+        def time_out() -> str:
+            try:
+                psycopg2.connect(
+                    _dsn(
+                        params,
+                        host="127.0.0.1,127.0.0.1",
+                        port=f"{dead.never_accepts},{dead.silent}",
+                        connect_timeout=2,
+                    )
+                )
+            except psycopg2.OperationalError as exc:
+                return str(exc)
+            return "connected"
+
+        if sched.name == "none":
+            timed = [time_out() for _ in range(timeouts)]
+        else:
+            timed = sched.join([sched.spawn(time_out) for _ in range(timeouts)])
+        # the dead server's own side of each accepted connection is not the client's leak
+        after = _fds() - len(dead.accepted)
+    return {"before": before, "after": after, **failures, "timeouts": [str(t) for t in timed]}

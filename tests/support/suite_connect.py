@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Connect tests every backend passes: connect_timeout, multi-host, green DNS, no leaks.
+
+A backend's ``test_connect.py`` imports these (``from tests.support.suite_connect import *``);
+its ``conftest.py`` provides the ``scheduler`` fixture. Each scenario runs in a subprocess
+patched for the backend, against a real PostgreSQL; the dead hosts are sockets the scenario
+makes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from tests.conftest import RunGreen
+
+pytestmark = pytest.mark.postgres
+
+TIMEOUT = 2  # libpq's smallest connect_timeout (1 is rounded up to 2)
+SLACK = 0.5  # what the issue allows beyond connect_timeout
+STALL = 0.02  # the longest a heartbeat greenlet may wait beyond its interval
+
+
+@pytest.mark.parametrize("how", ["dsn", "kwargs", "env"])
+@pytest.mark.parametrize("kind", ["never_accepts", "silent"])
+def test_dead_host_first_costs_one_connect_timeout(
+    scheduler: str, run_green: RunGreen, kind: str, how: str
+) -> None:
+    out = run_green(
+        scheduler, "scenarios_connect:dead_first", kind=kind, connect_timeout=TIMEOUT, how=how
+    )
+    assert out["port"] == out["server_port"], out
+    assert TIMEOUT - 0.05 <= out["elapsed"] < TIMEOUT + SLACK, out
+    assert out["ticks"] > 50, out  # the heartbeat ran throughout
+    assert out["max_gap"] < STALL, out
+
+
+def test_all_hosts_dead_one_error_naming_each(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:all_dead", connect_timeout=TIMEOUT)
+    never, silent, closed = out["ports"]
+    kind, message = out["error"]
+    assert kind == "OperationalError"
+    lines = [line for line in message.splitlines() if line.startswith("connection to server")]
+    assert lines == [
+        f'connection to server at "127.0.0.1", port {never} failed: timeout expired',
+        f'connection to server at "127.0.0.1", port {silent} failed: timeout expired',
+        f'connection to server at "127.0.0.1", port {closed} failed: Connection refused',
+    ], message
+    # two hosts time out, the closed port fails at once: at most N x connect_timeout
+    assert 2 * TIMEOUT - 0.05 <= out["elapsed"] < 3 * TIMEOUT + SLACK, out
+
+
+def test_psycogreen_deadline_bounds_connect(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:deadline", seconds=1.0)
+    kind, message = out["error"]
+    assert kind == "OperationalError"
+    assert message.startswith(
+        f'connection to server at "127.0.0.1", port {out["port"]} failed: timeout expired'
+    ), message
+    assert 0.95 <= out["elapsed"] < 1.0 + SLACK, out
+
+
+def test_slow_resolver_does_not_stop_other_greenlets(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:slow_dns", delay=0.5)
+    assert out["elapsed"] >= 0.5, out
+    assert out["ticks"] > 30, out
+    assert out["max_gap"] < STALL, out
+    # libpq got the name (TLS verify-full and .pgpass use it) and the resolved address
+    assert out["host"] == out["dsn_host"] == "db.psycogreen.test", out
+    assert out["hostaddr"] == "127.0.0.1", out
+    assert out["after_unknown"] == "db.psycogreen.test", out
+    kind, message, elapsed = out["unknown"]
+    assert kind == "OperationalError"
+    assert message.startswith(
+        'could not translate host name "nosuch.psycogreen.test" to address'
+    ), message
+    assert elapsed < 1.5, out
+
+
+def test_connection_factory_and_unix_sockets(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:factory_and_sockets")
+    assert out["factory"] is True
+    if out["socket_dir"]:
+        assert out["socket_host"] is True
+        assert out["socket_error"].startswith(
+            'connection to server on socket "/nonexistent-psycogreen-dir/.s.PGSQL.'
+        ), out
+
+
+def test_service_file(scheduler: str, run_green: RunGreen, tmp_path) -> None:
+    out = run_green(
+        scheduler,
+        "scenarios_connect:service_file",
+        path=str(tmp_path / "pg_service.conf"),
+        connect_timeout=TIMEOUT,
+    )
+    assert out["port"] == out["server_port"], out
+    assert TIMEOUT - 0.05 <= out["elapsed"] < TIMEOUT + SLACK, out
+
+
+def test_bad_input_gives_psycopg2s_own_errors(
+    scheduler: str, run_green: RunGreen, dsn: str
+) -> None:
+    out = run_green(scheduler, "scenarios_connect:bad_input")
+    expected = {}
+    for name, target in {
+        "malformed": "host=127.0.0.1 = port",
+        "bad_option": dsn + " sslmode=bogus",
+        "bad_timeout": dsn + " connect_timeout=soon",
+        "mismatch": "host=127.0.0.1,127.0.0.1 port=1,2,3",
+    }.items():
+        try:
+            psycopg2.connect(target)  # blocking psycopg2, unpatched: the reference
+        except psycopg2.Error as exc:
+            expected[name] = [type(exc).__name__, str(exc)]
+    assert out == expected, (out, expected)
+
+
+@pytest.mark.slow
+def test_no_fd_leak_after_1000_failed_connects(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:fd_leak", n=1000, timeouts=3)
+    assert out["failed"] == 1000, out
+    assert all("timeout expired" in t for t in out["timeouts"]), out
+    assert out["after"] == out["before"], out
