@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Recipe 3: Django under gunicorn's gevent worker (examples/django_gevent).
+
+Where to patch (nowhere: the plugin does it in the worker), a view that queries concurrently,
+and what ``CONN_MAX_AGE`` does to the number of server connections when every request is a
+greenlet.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from tests.recipes.conftest import EXAMPLES, StartServer, free_port, wait_for_port
+from tests.recipes.test_gunicorn import burst, get
+from tests.support.env import require
+
+APP = EXAMPLES / "django_gevent"
+
+
+def start_django(start_server: StartServer, env: dict[str, str], conn_max_age: int) -> int:
+    require("django")
+    require("gevent")
+    gunicorn = require("gunicorn.config")
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    if any(getattr(s, "name", None) == "control_socket_disable" for s in gunicorn.KNOWN_SETTINGS):
+        args.append("--no-control-socket")
+    env = {**env, "CONN_MAX_AGE": str(conn_max_age),
+           "RECIPE_APP_NAME": f"psycogreen-recipe-django-{os.getpid()}-{port}"}
+    server = start_server([*args, "recipe.wsgi"], cwd=APP, env=env, name=f"django-{port}")
+    wait_for_port(port, server.proc, server.log)
+    status, _ = get(port, "/sleep/?s=0")  # the worker has loaded Django
+    assert status == 200
+    return port
+
+
+def test_views_overlap_and_connections_close(start_server: StartServer, recipe_env: dict[str, str]) -> None:
+    port = start_django(start_server, recipe_env, conn_max_age=0)
+    elapsed, results = burst(port, "/sleep/?s=0.2", 20)
+    assert [status for status, _ in results] == [200] * 20
+    assert len({body["backend_pid"] for _, body in results}) == 20  # a connection per request
+    print(f"\ndjango: 20 requests x pg_sleep(0.2) in {elapsed:.2f} s")
+    assert elapsed < 0.6, elapsed  # serial would be 4 s
+
+    status, body = get(port, "/concurrent/?n=5&s=0.2")
+    assert status == 200
+    assert len(set(body["backend_pids"])) == 5  # each greenlet had its own connection
+    print(f"django: one view, 5 greenlets x pg_sleep(0.2) in {body['elapsed']:.2f} s")
+    assert body["elapsed"] < 0.6, body
+
+    # CONN_MAX_AGE = 0: every connection was closed when its request (or greenlet) ended; only
+    # the one answering this request is left.
+    status, body = get(port, "/connections/")
+    assert body == {"active": 1}
+
+
+@pytest.mark.slow
+def test_conn_max_age_keeps_a_connection_per_finished_greenlet(
+    start_server: StartServer, recipe_env: dict[str, str]
+) -> None:
+    # Persistent connections are kept per thread; under gevent a thread is a request's
+    # greenlet, which never comes back, so connections pile up instead of being reused.
+    port = start_django(start_server, recipe_env, conn_max_age=60)
+    _, first = get(port, "/connections/")
+    burst(port, "/sleep/?s=0.05", 20)
+    _, after_one = get(port, "/connections/")
+    burst(port, "/sleep/?s=0.05", 20)
+    _, after_two = get(port, "/connections/")
+    print(f"\ndjango CONN_MAX_AGE=60: {first} -> {after_one} -> {after_two}")
+    assert after_one.get("idle", 0) >= first.get("idle", 0) + 20
+    assert after_two.get("idle", 0) >= after_one.get("idle", 0) + 20
