@@ -385,3 +385,26 @@ def fd_leak(sched: Scheduler, dsn: str, n: int = 1000, timeouts: int = 3) -> dic
         # the dead server's own side of each accepted connection is not the client's leak
         after = _fds() - len(dead.accepted)
     return {"before": before, "after": after, **failures, "timeouts": [str(t) for t in timed]}
+
+
+def unpatched(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str, Any]:
+    """psycogreen's connect with no wait callback installed: libpq's blocking connect."""
+    from psycogreen.core._connect_hosts import connect_green
+
+    assert psycopg2.extensions.get_wait_callback() is None
+    _, _, params = _server(dsn)
+    with dead_hosts(sched) as dead:
+        target = _dsn(
+            params,
+            host="127.0.0.1,127.0.0.1",
+            port=f"{dead.never_accepts},{dead.silent}",
+            connect_timeout=connect_timeout,
+        )
+        start = time.perf_counter()
+        try:
+            connect_green(target)
+        except psycopg2.OperationalError as exc:
+            error: list[str] | None = [type(exc).__name__, str(exc)]
+        else:
+            error = None
+    return {"elapsed": time.perf_counter() - start, "error": error}
