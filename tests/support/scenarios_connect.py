@@ -16,12 +16,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
-import psycogreen.core as core
+from psycogreen import core
 from tests.support.green import Scheduler, heartbeat
 
 #: A name only the fake resolvers of these scenarios know.
@@ -192,7 +193,7 @@ def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> Non
                 gevent.sleep(delay)
                 if host in names:
                     return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port or 0))]
-                if host in ("localhost",):
+                if host == "localhost":
                     return real.getaddrinfo(host, port, family, *args)
                 raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
@@ -293,7 +294,7 @@ def service_file(sched: Scheduler, dsn: str, path: str, connect_timeout: int = 2
     _patch(sched)
     host, port, params = _server(dsn)
     with dead_hosts(sched) as dead:
-        with open(path, "w", encoding="utf-8") as f:
+        with Path(path).open("w", encoding="utf-8") as f:
             f.write("# written by the test\n[psycogreen_test]\n")
             f.write(f"host=127.0.0.1,{host}\nport={dead.silent},{port}\n")
             f.write(f"connect_timeout={connect_timeout}\n")
@@ -327,7 +328,7 @@ def bad_input(sched: Scheduler, dsn: str) -> dict[str, Any]:
 
 
 def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return len(list(Path("/proc/self/fd").iterdir()))
 
 
 def fd_leak(sched: Scheduler, dsn: str, n: int = 1000, timeouts: int = 3) -> dict[str, Any]:
