@@ -610,10 +610,20 @@ def parent(args: argparse.Namespace) -> int:
             )
             results.append(result)
         report(args, results)
+        interrupts: dict[str, Any] = {}
         if args.interrupt:
-            gevent_run = run_child(args, "interrupt-gevent", dsn, None)
-            bundled = run_child(args, "interrupt-eventlet-bundled", dsn, None)
-            report_interrupts(gevent_run, bundled)
+            try:
+                interrupts["gevent"] = run_child(args, "interrupt-gevent", dsn, None)
+                interrupts["eventlet_bundled"] = run_child(
+                    args, "interrupt-eventlet-bundled", dsn, None
+                )
+            except RuntimeError as exc:
+                print(f"\nThe interruption showcase failed: {exc}")
+                return 1
+            report_interrupts(interrupts["gevent"], interrupts["eventlet_bundled"])
+        if args.json:
+            document = {"settings": vars(args), "results": results, "interrupts": interrupts}
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     finally:
         if server is not None:
             server.stop()
@@ -649,6 +659,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip the query-interruption showcase",
     )
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # run one mode: the child process
     args = parser.parse_args(argv)
     if args.clients < 1 or args.queries < 1 or args.sleep < 0:
