@@ -60,6 +60,9 @@ EVENTLET_DEPRECATION = "(?s).*Eventlet is deprecated"
 
 def setup_scheduler(mode: str) -> None:
     if mode in {"gevent", "gevent-unpatched", "interrupt-gevent"}:
+        if mode == "gevent-unpatched":
+            # psycogreen-gevent's plugin would patch psycopg2 during patch_all(): not here.
+            os.environ["PSYCOGREEN_GEVENT_AUTOPATCH"] = "0"
         from gevent import monkey
 
         monkey.patch_all()
@@ -194,7 +197,7 @@ def run_clients(args: argparse.Namespace) -> dict[str, Any]:
 
         patch_psycopg()
     elif mode == "gevent-unpatched":
-        psycopg2.extensions.set_wait_callback(None)
+        assert psycopg2.extensions.get_wait_callback() is None
 
     stats = Stats(threading.Lock())
     conns: list[Any] = [None] * args.clients
