@@ -8,7 +8,10 @@ hub.
 
 from __future__ import annotations
 
+from greenlet import getcurrent
+
 from eventlet.hubs import _threadlocal, trampoline
+from eventlet.hubs.hub import READ, WRITE
 from psycogreen.core import make_wait_callback, patch, register_backend
 from psycogreen.core._blocking import _wait_read as _blocking_read
 from psycogreen.core._blocking import _wait_write as _blocking_write
@@ -21,26 +24,46 @@ class _Expired(Exception):  # noqa: N818 (private signal, never seen by users)
     """Thrown into the waiting greenthread when a timed wait expires."""
 
 
-def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
-    if getattr(_threadlocal, "hub", None) is None:
+def _wait(fd: int, evtype: str, timeout: float | None) -> bool:
+    hub = getattr(_threadlocal, "hub", None)
+    if hub is None:
         # A thread with no hub (a native thread, a tpool worker): nothing else can run here,
         # so block this thread only instead of starting a hub in it.
-        return _blocking_read(fd, timeout)
+        return (_blocking_read if evtype == READ else _blocking_write)(fd, timeout)
+    if timeout is not None:
+        try:
+            trampoline(
+                fd,
+                read=evtype == READ,
+                write=evtype == WRITE,
+                timeout=timeout,
+                timeout_exc=_Expired,
+            )
+        except _Expired:
+            return False
+        return True
+    # The hot path (bench/ section 1): what trampoline() does without a timeout, minus its
+    # argument handling. The listener is removed on every way out, as trampoline does, so
+    # that eventlet's fd-reuse bookkeeping (mark_as_reopened) never meets a stale one; a
+    # closed fd is thrown in as IOClosed through current.throw.
+    current = getcurrent()
+    if hub.greenlet is current:
+        message = "do not call blocking functions from the mainloop"
+        raise RuntimeError(message)
+    listener = hub.add(evtype, fd, current.switch, current.throw, None)
     try:
-        trampoline(fd, read=True, timeout=timeout, timeout_exc=_Expired)
-    except _Expired:
-        return False
+        hub.switch()
+    finally:
+        hub.remove(listener)
     return True
+
+
+def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
+    return _wait(fd, READ, timeout)
 
 
 def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
-    if getattr(_threadlocal, "hub", None) is None:
-        return _blocking_write(fd, timeout)
-    try:
-        trampoline(fd, write=True, timeout=timeout, timeout_exc=_Expired)
-    except _Expired:
-        return False
-    return True
+    return _wait(fd, WRITE, timeout)
 
 
 eventlet_wait_callback = make_wait_callback(
