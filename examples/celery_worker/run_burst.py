@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from celery import group
-
 from tasks import sleep_query
 
 

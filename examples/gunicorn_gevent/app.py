@@ -31,11 +31,14 @@ def application(
     finally:
         conn.close()
     callback = psycopg2.extensions.get_wait_callback()
-    body = json.dumps({
-        "slept": seconds,
-        "pid": os.getpid(),
-        "wait_callback": getattr(callback, "__module__", None),
-    }).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
+    body = json.dumps(
+        {
+            "slept": seconds,
+            "pid": os.getpid(),
+            "wait_callback": getattr(callback, "__module__", None),
+        }
+    ).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]

@@ -27,4 +27,6 @@ def post_worker_init(worker):
         import psycogreen.eventlet
 
         psycogreen.eventlet.patch_psycopg()
-    worker.log.info("psycopg2 waits through: %s", psycogreen.core.current_scheduler() or "nothing (blocking)")
+    worker.log.info(
+        "psycopg2 waits through: %s", psycogreen.core.current_scheduler() or "nothing (blocking)"
+    )

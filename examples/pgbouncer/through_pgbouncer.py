@@ -26,7 +26,9 @@ SERVER = os.environ["DATABASE_DSN"]
 
 def connect(dsn: str = BOUNCER):
     conn = psycopg2.connect(dsn)
-    conn.autocommit = True  # every statement its own transaction: the server connection goes back at once
+    conn.autocommit = (
+        True  # every statement its own transaction: the server connection goes back at once
+    )
     return conn
 
 

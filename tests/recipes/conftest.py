@@ -53,13 +53,25 @@ def tail(log: Path, n: int = 6000) -> str:
 class Server:
     """A process started by the tests, in its own process group, stopped by its pid."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path,
-                 user: str | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log: Path,
+        user: str | None = None,
+    ) -> None:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            list(args), cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True, user=user,
+            list(args),
+            cwd=cwd,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
         )
 
     @property
@@ -89,8 +101,11 @@ def tmp(tmp_path: Path) -> Path:
 @pytest.fixture
 def recipe_env(dsn: str) -> dict[str, str]:
     """The environment of a recipe process: the test DSN, and nothing psycogreen-specific."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PSYCOGREEN_GEVENT", "PSYCOPG_", "PYTEST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PSYCOGREEN_GEVENT", "PSYCOPG_", "PYTEST_"))
+    }
     env["DATABASE_DSN"] = dsn
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
@@ -105,8 +120,9 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start servers for one test; stop them (by pid) when it ends."""
     started: list[Server] = []
 
-    def start(args: Sequence[str], *, cwd: Path, env: dict[str, str], name: str,
-              user: str | None = None) -> Server:
+    def start(
+        args: Sequence[str], *, cwd: Path, env: dict[str, str], name: str, user: str | None = None
+    ) -> Server:
         server = Server(args, cwd=cwd, env=env, log=tmp_path / f"{name}.log", user=user)
         started.append(server)
         return server
@@ -127,9 +143,24 @@ def redis_url() -> Iterator[str]:
     workdir = Path(tempfile.mkdtemp(prefix="psycogreen-redis-"))
     log = workdir / "redis.log"
     server = Server(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--daemonize", "no"],
-        cwd=workdir, env=dict(os.environ), log=log,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--daemonize",
+            "no",
+        ],
+        cwd=workdir,
+        env=dict(os.environ),
+        log=log,
     )
     try:
         wait_for_port(port, server.proc, log)
@@ -147,7 +178,9 @@ def _pg_params(dsn: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def pgbouncer(dsn: str) -> Iterator[dict[str, Any]]:
     """pgbouncer (the Debian package) in transaction pooling with 20 server connections."""
-    binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    binary = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
     if binary is None:
         missing("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
         raise AssertionError  # pragma: no cover
@@ -203,10 +236,18 @@ def pgbouncer(dsn: str) -> Iterator[dict[str, Any]]:
 def run_script(script: Path, *args: str, env: dict[str, str], timeout: float = 120) -> str:
     """Run a recipe script in its own process; return its stdout (fail with its output)."""
     proc = subprocess.run(
-        [sys.executable, str(script), *args], cwd=script.parent, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, str(script), *args],
+        cwd=script.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if proc.returncode:
-        pytest.fail(f"{script.name} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                    f"\n--- stderr\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"{script.name} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     return proc.stdout

@@ -29,21 +29,45 @@ def test_pool_runs_100_queries_at_once(
     url = redis_url.rsplit("/", 1)[0] + f"/{db}"
     env = {**recipe_env, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
     worker = start_server(
-        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", pool, "-c", str(TASKS),
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "warning",
-         "-n", f"recipe-{pool}@localhost"],
-        cwd=APP, env=env, name=f"celery-{pool}",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(TASKS),
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+            "-n",
+            f"recipe-{pool}@localhost",
+        ],
+        cwd=APP,
+        env=env,
+        name=f"celery-{pool}",
     )
-    out = json.loads(run_script(APP / "run_burst.py", str(TASKS), str(SLEEP), env=env).splitlines()[-1])
+    out = json.loads(
+        run_script(APP / "run_burst.py", str(TASKS), str(SLEEP), env=env).splitlines()[-1]
+    )
     baseline, measured = out["baseline"], out["measured"]
     results = measured["results"]
     assert len(results) == TASKS
-    assert {r["wait_callback"] for r in results} == {f"psycogreen.{pool}"}, worker.log.read_text()[-3000:]
+    assert {r["wait_callback"] for r in results} == {f"psycogreen.{pool}"}, worker.log.read_text()[
+        -3000:
+    ]
     assert len({r["pid"] for r in results}) == 1  # one worker process ran them all
     overlap = max_overlap([(r["started"], r["finished"]) for r in results])
-    print(f"\ncelery -P {pool} -c {TASKS}: {TASKS} x pg_sleep({SLEEP}) finished {measured['finished']:.2f} s "
-          f"after sending, up to {overlap} waiting at once; {TASKS} x pg_sleep(0): "
-          f"{baseline['finished']:.2f} s")
+    print(
+        f"\ncelery -P {pool} -c {TASKS}: {TASKS} x pg_sleep({SLEEP}) finished {measured['finished']:.2f} s "
+        f"after sending, up to {overlap} waiting at once; {TASKS} x pg_sleep(0): "
+        f"{baseline['finished']:.2f} s"
+    )
     # psycopg2 blocking the worker's hub would run the waits one at a time (overlap 1, 20 s).
     # How many overlap is bounded by how fast Celery hands tasks out (~100 per 0.5-1 s here).
     assert overlap >= 10, overlap

@@ -25,11 +25,22 @@ def start_django(start_server: StartServer, env: dict[str, str], conn_max_age: i
     require("gevent")
     gunicorn = require("gunicorn.config")
     port = free_port()
-    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
     if any(getattr(s, "name", None) == "control_socket_disable" for s in gunicorn.KNOWN_SETTINGS):
         args.append("--no-control-socket")
-    env = {**env, "CONN_MAX_AGE": str(conn_max_age),
-           "RECIPE_APP_NAME": f"psycogreen-recipe-django-{os.getpid()}-{port}"}
+    env = {
+        **env,
+        "CONN_MAX_AGE": str(conn_max_age),
+        "RECIPE_APP_NAME": f"psycogreen-recipe-django-{os.getpid()}-{port}",
+    }
     server = start_server([*args, "recipe.wsgi"], cwd=APP, env=env, name=f"django-{port}")
     wait_for_port(port, server.proc, server.log)
     status, _ = get(port, "/sleep/?s=0")  # the worker has loaded Django
@@ -37,7 +48,9 @@ def start_django(start_server: StartServer, env: dict[str, str], conn_max_age: i
     return port
 
 
-def test_views_overlap_and_connections_close(start_server: StartServer, recipe_env: dict[str, str]) -> None:
+def test_views_overlap_and_connections_close(
+    start_server: StartServer, recipe_env: dict[str, str]
+) -> None:
     port = start_django(start_server, recipe_env, conn_max_age=0)
     elapsed, results = burst(port, "/sleep/?s=0.2", 20)
     assert [status for status, _ in results] == [200] * 20

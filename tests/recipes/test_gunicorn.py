@@ -62,16 +62,30 @@ def burst(port: int, path: str, n: int) -> tuple[float, list[tuple[int, dict[str
 
 def gunicorn_args(worker_class: str, port: int) -> list[str]:
     gunicorn = require("gunicorn.config")
-    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
-            f"127.0.0.1:{port}", "--worker-class", worker_class, "app:application"]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        worker_class,
+        "app:application",
+    ]
     if any(getattr(s, "name", None) == "control_socket_disable" for s in gunicorn.KNOWN_SETTINGS):
         args.insert(-1, "--no-control-socket")  # gunicorn >= 24 opens one in $HOME by default
     return args
 
 
-def start_gunicorn(start_server: StartServer, env: dict[str, str], worker_class: str = "gevent") -> int:
+def start_gunicorn(
+    start_server: StartServer, env: dict[str, str], worker_class: str = "gevent"
+) -> int:
     port = free_port()
-    server = start_server(gunicorn_args(worker_class, port), cwd=APP, env=env, name=f"gunicorn-{port}")
+    server = start_server(
+        gunicorn_args(worker_class, port), cwd=APP, env=env, name=f"gunicorn-{port}"
+    )
     wait_for_port(port, server.proc, server.log)
     # The first request waits for the worker to boot and import the app.
     deadline = time.monotonic() + 30
@@ -87,7 +101,9 @@ def start_gunicorn(start_server: StartServer, env: dict[str, str], worker_class:
     return port
 
 
-def test_gevent_worker_overlaps_50_queries(start_server: StartServer, recipe_env: dict[str, str]) -> None:
+def test_gevent_worker_overlaps_50_queries(
+    start_server: StartServer, recipe_env: dict[str, str]
+) -> None:
     require("gevent")
     port = start_gunicorn(start_server, recipe_env)
     elapsed, results = burst(port, f"/?sleep={SLEEP}", REQUESTS)
@@ -99,7 +115,9 @@ def test_gevent_worker_overlaps_50_queries(start_server: StartServer, recipe_env
 
 
 @pytest.mark.slow
-def test_without_psycogreen_requests_are_serial(start_server: StartServer, recipe_env: dict[str, str]) -> None:
+def test_without_psycogreen_requests_are_serial(
+    start_server: StartServer, recipe_env: dict[str, str]
+) -> None:
     # The same deployment with the plugin turned off: psycopg2 blocks the worker's only thread.
     require("gevent")
     port = start_gunicorn(start_server, {**recipe_env, "PSYCOGREEN_GEVENT_AUTOPATCH": "0"})

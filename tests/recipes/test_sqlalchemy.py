@@ -27,7 +27,7 @@ def test_shared_queue_pool(sched: str, recipe_env: dict[str, str]) -> None:
     assert out["killed_in_query"] == 5
     assert out["errors"] == []
     assert out["completed"] == 180
-    assert out["pool_timeouts_under_load"] == 0  # the queue moved: nobody waited 1 s
+    assert out["pool_timeouts_under_load"] == 0  # the queue moved: nobody waited 30 s
     assert out["elapsed"] < 5  # 540 x pg_sleep(0.01) / 10 connections = 0.54 s; no deadlock
     # Nothing leaked: the killed threads' connections went back (or were replaced).
     assert out["checked_out_after"] == 0
@@ -37,7 +37,12 @@ def test_shared_queue_pool(sched: str, recipe_env: dict[str, str]) -> None:
     assert out["max_tick"] < 0.2, out["max_tick"]  # 20 ms heartbeat never stalled
     assert out["after_timeouts"] == 42
     assert out["checked_out_end"] == 0
-    # The server saw at most 10 connections, all idle (none left in a transaction) ...
-    assert out["server"] == {"idle": 10}
-    # ... and none once the engine is disposed.
-    assert out["server_after_dispose"] == {}
+    # The server has at most 10 + 10 connections (the two pools), all idle: none was left
+    # in a transaction by a killed green thread ...
+    assert set(out["server"]) == {"idle"}
+    assert 10 < out["server"]["idle"] <= 20
+    # ... and none once the engines are disposed and the garbage collected: a green thread
+    # killed while the pool was opening or handing over a connection can leave it to the
+    # garbage collector (measured: 0 to 4 of the 20 kills).
+    assert sum(out["server_after_dispose"].values()) <= 20, out["server_after_dispose"]
+    assert out["server_after_gc"] == {}

@@ -8,7 +8,7 @@ import psycopg2.extensions
 
 _dsn = psycopg2.extensions.parse_dsn(os.environ.get("DATABASE_DSN", "dbname=postgres"))
 
-SECRET_KEY = "recipe-only-not-secret"  # noqa: S105 (an example, never deployed)
+SECRET_KEY = "recipe-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "recipe.urls"

@@ -38,10 +38,12 @@ def concurrent(request: HttpRequest) -> JsonResponse:
     start = time.perf_counter()
     jobs = [gevent.spawn(_query_in_greenlet, seconds) for _ in range(n)]
     gevent.joinall(jobs, raise_error=True)
-    return JsonResponse({
-        "elapsed": time.perf_counter() - start,
-        "backend_pids": [job.value for job in jobs],
-    })
+    return JsonResponse(
+        {
+            "elapsed": time.perf_counter() - start,
+            "backend_pids": [job.value for job in jobs],
+        }
+    )
 
 
 def connections_view(request: HttpRequest) -> JsonResponse:
