@@ -17,6 +17,7 @@ monkey.patch_all()  # psycogreen-gevent's plugin patches psycopg2 here
 import gevent  # noqa: E402
 import gevent.select  # noqa: E402
 import psycopg2  # noqa: E402
+import psycopg2.errors  # noqa: E402
 
 import psycogreen.core  # noqa: E402
 
@@ -108,11 +109,35 @@ def listen(out: dict) -> None:
             sender.close()
 
 
+def deadline(out: dict) -> None:
+    # psycogreen's query deadline cancels on the server: the cancel request goes to pgbouncer,
+    # which forwards it to the server connection this client holds at that moment.
+    conn = connect()
+    try:
+        conn.autocommit = False
+        start = time.perf_counter()
+        try:
+            with psycogreen.core.timeout(0.2):
+                conn.cursor().execute("SELECT pg_sleep(5)")
+            out["deadline"] = {"raised": None}
+            return
+        except psycopg2.errors.QueryCanceled as exc:
+            raised = type(exc).__name__
+        elapsed = time.perf_counter() - start
+        conn.rollback()
+        cur = conn.cursor()
+        cur.execute("SELECT 7")
+        out["deadline"] = {"raised": raised, "elapsed": elapsed, "after": cur.fetchone()[0]}
+    finally:
+        conn.close()
+
+
 def main() -> None:
     out: dict = {"scheduler": psycogreen.core.current_scheduler()}
     burst(out)
     session_state(out)
     listen(out)
+    deadline(out)
     print(json.dumps(out))
 
 

@@ -110,6 +110,7 @@ def test_gevent_worker_overlaps_50_queries(
     assert [status for status, _ in results] == [200] * REQUESTS
     assert {body["wait_callback"] for _, body in results} == {"psycogreen.gevent"}
     assert len({body["pid"] for _, body in results}) == 1  # one worker served them all
+    print(f"\ngunicorn gevent worker: {REQUESTS} x pg_sleep({SLEEP}) in {elapsed:.2f} s")
     # 50 x 0.2 s overlapped: one round of pg_sleep plus connection set-up.
     assert elapsed < 0.6, f"{REQUESTS} requests took {elapsed:.2f} s"
 
@@ -124,6 +125,7 @@ def test_without_psycogreen_requests_are_serial(
     elapsed, results = burst(port, f"/?sleep={SLEEP}", REQUESTS)
     assert [status for status, _ in results] == [200] * REQUESTS
     assert {body["wait_callback"] for _, body in results} == {None}
+    print(f"\ngunicorn gevent worker, psycogreen off: {REQUESTS} x pg_sleep({SLEEP}) in {elapsed:.2f} s")
     assert elapsed >= REQUESTS * SLEEP * 0.95, f"{REQUESTS} requests took {elapsed:.2f} s"
 
 

@@ -42,3 +42,8 @@ def test_500_green_threads_through_20_server_connections(
     # LISTEN through pgbouncer hears nothing; straight to the server it does.
     assert out["listen_received"] == []
     assert out["listen_direct_received"] == ["hello"]
+    print(f"pgbouncer: deadline {out['deadline']}")
+    # psycogreen's deadline works through pgbouncer: the server cancels, the connection stays.
+    assert out["deadline"]["raised"] == "QueryCanceled"
+    assert out["deadline"]["elapsed"] < 2, out["deadline"]  # pg_sleep(5) cut at 0.2 s
+    assert out["deadline"]["after"] == 7
