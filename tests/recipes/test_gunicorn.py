@@ -125,7 +125,9 @@ def test_without_psycogreen_requests_are_serial(
     elapsed, results = burst(port, f"/?sleep={SLEEP}", REQUESTS)
     assert [status for status, _ in results] == [200] * REQUESTS
     assert {body["wait_callback"] for _, body in results} == {None}
-    print(f"\ngunicorn gevent worker, psycogreen off: {REQUESTS} x pg_sleep({SLEEP}) in {elapsed:.2f} s")
+    print(
+        f"\ngunicorn gevent worker, psycogreen off: {REQUESTS} x pg_sleep({SLEEP}) in {elapsed:.2f} s"
+    )
     assert elapsed >= REQUESTS * SLEEP * 0.95, f"{REQUESTS} requests took {elapsed:.2f} s"
 
 
