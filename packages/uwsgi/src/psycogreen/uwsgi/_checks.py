@@ -88,7 +88,7 @@ def diagnose(loop: object, opt: Mapping[str, object]) -> str | None:
                 "psycogreen.gevent.patch_psycopg() instead of psycogreen.uwsgi's."
             )
         return (
-            f"uWSGI runs the {engine!r} loop engine (--loop {engine}), where uwsgi.wait_fd_read() "
+            f"uWSGI runs the {engine!r} loop engine (--{engine}), where uwsgi.wait_fd_read() "
             f"and wait_fd_write() do not work: psycogreen.uwsgi needs uWSGI's default async "
             f"loop; {_FIX}."
         )
@@ -104,10 +104,10 @@ def diagnose(loop: object, opt: Mapping[str, object]) -> str | None:
     if _flag(opt, "ugreen"):
         return (
             "uWSGI runs the ugreen suspend engine (--ugreen), which is broken in uWSGI itself "
-            "on every supported Python, with or without psycopg2: with two concurrent "
-            "requests the worker deadlocks (uWSGI 2.0.27 and later), segfaults (2.0.26) or "
-            "aborts (Python 3.13). Replace --ugreen with --greenlet (uWSGI built with the "
-            "greenlet plugin, see psycogreen-uwsgi's docs)."
+            "on every Python and uWSGI release measured (3.10 to 3.13, 2.0.26 to 2.0.31), with "
+            "or without psycopg2: with two concurrent requests the worker deadlocks (uWSGI "
+            "2.0.27 and later), segfaults (2.0.26) or aborts (Python 3.13). Replace --ugreen "
+            "with --greenlet (uWSGI built with the greenlet plugin, see psycogreen-uwsgi's docs)."
         )
     if not _flag(opt, "greenlet"):
         other = " (--stackless is not supported)" if _flag(opt, "stackless") else ""
