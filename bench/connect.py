@@ -3,10 +3,12 @@
 
     python bench/connect.py [--dsn DSN] [--seconds S] [--rounds N]
 
-Without ``--dsn`` (or ``PSYCOGREEN_TEST_DSN``) a throwaway PostgreSQL is started. Each
-measurement runs in a process of its own (one scheduler per process): it opens and closes
-connections one after the other for S seconds. Rounds alternate the variants, and the table
-shows the median of the rounds, and the ratio to blocking psycopg2 for the same target.
+Without ``--dsn`` a throwaway PostgreSQL is started. Each variant runs in a process of its own
+(one scheduler per process), kept for the whole run; a burst opens and closes connections one
+after the other for S seconds. Every round runs one burst of each variant, back to back in a
+random order, per target; the table shows the median rate, and the median of the per-round
+ratios to blocking psycopg2 (the load of a shared machine drifts; within a round it mostly
+cancels out).
 
 Variants: ``blocking`` (psycopg2, no wait callback: libpq's own connect), ``core`` (core's
 scheduler-free callback), ``gevent`` and ``eventlet`` (``psycopg2.connect`` after
@@ -44,6 +46,7 @@ elif VARIANT == "eventlet":
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import json  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -72,7 +75,8 @@ def _target_dsn(dsn: str, target: str) -> str:
     )
 
 
-def child(variant: str, target: str, dsn: str, seconds: float) -> dict[str, Any]:
+def child(variant: str, dsn: str) -> None:
+    """Serve bursts: read ``TARGET SECONDS`` lines, answer each with a JSON line."""
     import psycopg2
 
     if variant == "core":
@@ -83,52 +87,78 @@ def child(variant: str, target: str, dsn: str, seconds: float) -> dict[str, Any]
         import importlib
 
         importlib.import_module(f"psycogreen.{variant}").patch_psycopg()
-    target_dsn = _target_dsn(dsn, target)
-    psycopg2.connect(target_dsn).close()  # warm up
-    count = 0
-    start = time.perf_counter()
-    end = start + seconds
-    while True:
-        psycopg2.connect(target_dsn).close()
-        count += 1
-        now = time.perf_counter()
-        if now >= end:
-            break
-    return {"connects_per_s": count / (now - start), "count": count}
+    dsns = {target: _target_dsn(dsn, target) for target in TARGETS}
+    for target_dsn in dsns.values():
+        psycopg2.connect(target_dsn).close()  # warm up
+    print(json.dumps({"ready": variant}), flush=True)
+    for line in sys.stdin:
+        target, seconds = line.split()
+        target_dsn = dsns[target]
+        count = 0
+        start = time.perf_counter()
+        end = start + float(seconds)
+        while True:
+            psycopg2.connect(target_dsn).close()
+            count += 1
+            now = time.perf_counter()
+            if now >= end:
+                break
+        print(json.dumps({"connects_per_s": count / (now - start)}), flush=True)
 
 
-def _run_child(variant: str, target: str, dsn: str, seconds: float) -> float:
-    path = os.pathsep.join(
-        filter(
-            None,
-            [
-                *(str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")),
-                os.environ.get("PYTHONPATH"),
-            ],
+class _Child:
+    """A measuring process of one variant, kept between bursts."""
+
+    def __init__(self, variant: str, dsn: str) -> None:
+        path = os.pathsep.join(
+            filter(
+                None,
+                [
+                    *(str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")),
+                    os.environ.get("PYTHONPATH"),
+                ],
+            )
         )
-    )
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, target, dsn, str(seconds)],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=seconds * 10 + 60,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant}/{target} failed:\n{proc.stderr[-3000:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["connects_per_s"])
+        self.variant = variant
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", variant, dsn],
+            env={**os.environ, "PYTHONPATH": path},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.variant} process ended (exit {self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def burst(self, target: str, seconds: float) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{target} {seconds}\n")
+        self.proc.stdin.flush()
+        return float(self._read()["connects_per_s"])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", default=os.environ.get("PSYCOGREEN_TEST_DSN"))
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dsn", help="the server to connect to (default: a throwaway one)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one burst")
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args()
     variants = args.variants.split(",")
+    if "blocking" not in variants:
+        variants.insert(0, "blocking")
     targets = args.targets.split(",")
     server = None
     dsn = args.dsn
@@ -139,39 +169,50 @@ def main() -> None:
         server = ThrowawayPostgres()
         server.start()
         dsn = server.dsn
+    children: list[_Child] = []
+    rates: dict[tuple[str, str], list[float]] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}
     try:
-        results: dict[tuple[str, str], list[float]] = {}
+        children = [_Child(variant, dsn) for variant in variants]
+        rng = random.Random(4)
         for _ in range(args.rounds):
             for target in targets:
-                for variant in variants:
-                    rate = _run_child(variant, target, dsn, args.seconds)
-                    results.setdefault((variant, target), []).append(rate)
+                # Each round measures every variant back to back, in a random order: the
+                # machine's load drifts, and a ratio within one round cancels most of it.
+                order = list(children)
+                rng.shuffle(order)
+                measured = {c.variant: c.burst(target, args.seconds) for c in order}
+                for variant, rate in measured.items():
+                    rates.setdefault((variant, target), []).append(rate)
+                    ratio = rate / measured["blocking"]
+                    ratios.setdefault((variant, target), []).append(ratio)
     finally:
+        for child_ in children:
+            child_.close()
         if server is not None:
             server.stop()
     import psycopg2
     import psycopg2.extensions
 
     print(
-        f"connects/s, median of {args.rounds} rounds of {args.seconds:g} s; psycopg2 "
+        f"connects/s (median of {args.rounds} rounds of {args.seconds:g} s bursts) and, in "
+        f"parentheses, the median ratio to blocking psycopg2 within a round; psycopg2 "
         f"{psycopg2.__version__.split()[0]}, libpq {psycopg2.extensions.libpq_version()}, "
         f"Python {sys.version.split()[0]}\n"
     )
     print("| target | " + " | ".join(variants) + " |")
     print("|---|" + "---|" * len(variants))
     for target in targets:
-        base = statistics.median(results[("blocking", target)]) if "blocking" in variants else None
         cells = []
         for variant in variants:
-            rate = statistics.median(results[(variant, target)])
-            ratio = f" ({rate / base:.2f}x)" if base and variant != "blocking" else ""
-            cells.append(f"{rate:,.0f}{ratio}")
+            rate = statistics.median(rates[(variant, target)])
+            ratio = statistics.median(ratios[(variant, target)])
+            cells.append(f"{rate:,.0f}" + ("" if variant == "blocking" else f" ({ratio:.2f}x)"))
         print(f"| {target} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
     if CHILD:
-        _, _, variant, target, dsn, seconds = sys.argv
-        print(json.dumps(child(variant, target, dsn, float(seconds))))
+        child(sys.argv[2], sys.argv[3])
     else:
         main()
