@@ -160,7 +160,9 @@ def all_dead(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str, 
     return {"elapsed": elapsed, "error": error, "ports": ports}
 
 
-def deadline(sched: Scheduler, dsn: str, seconds: float = 1.0) -> dict[str, Any]:
+def deadline(
+    sched: Scheduler, dsn: str, seconds: float = 1.0, how: str = "block"
+) -> dict[str, Any]:
     """psycogreen's own deadline bounds a connect that has no connect_timeout."""
     _patch(sched)
     _, _, params = _server(dsn)
@@ -168,8 +170,11 @@ def deadline(sched: Scheduler, dsn: str, seconds: float = 1.0) -> dict[str, Any]
         target = _dsn(params, host="127.0.0.1,127.0.0.1", port=f"{dead.silent},{dead.silent}")
         start = time.perf_counter()
         try:
-            with core.timeout(seconds):
-                psycopg2.connect(target)
+            if how == "block":
+                with core.timeout(seconds):
+                    psycopg2.connect(target)
+            else:  # the connection's own deadline, which covers its connect
+                psycopg2.connect(target, psycogreen_timeout=seconds)
         except psycopg2.OperationalError as exc:
             error: list[str] | None = [type(exc).__name__, str(exc)]
         else:
@@ -271,7 +276,7 @@ def factory_and_sockets(sched: Scheduler, dsn: str) -> dict[str, Any]:
             _dsn(params, host=f"127.0.0.1,{host}", port=f"{dead.closed},{port}"),
             connection_factory=Connection,
         )
-        out["factory"] = type(conn).__mro__.index(Connection) >= 0
+        out["factory"] = isinstance(conn, Connection)
         cur = conn.cursor()
         cur.execute("SHOW unix_socket_directories")
         dirs = [d.strip() for d in cur.fetchone()[0].split(",") if d.strip().startswith("/")]

@@ -50,8 +50,9 @@ def test_all_hosts_dead_one_error_naming_each(scheduler: str, run_green: RunGree
     assert 2 * TIMEOUT - 0.05 <= out["elapsed"] < 3 * TIMEOUT + SLACK, out
 
 
-def test_psycogreen_deadline_bounds_connect(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:deadline", seconds=1.0)
+@pytest.mark.parametrize("how", ["block", "psycogreen_timeout"])
+def test_psycogreen_deadline_bounds_connect(scheduler: str, run_green: RunGreen, how: str) -> None:
+    out = run_green(scheduler, "scenarios_connect:deadline", seconds=1.0, how=how)
     kind, message = out["error"]
     assert kind == "OperationalError"
     assert message.startswith(
