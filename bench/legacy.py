@@ -22,7 +22,9 @@ MODULES = ("gevent", "eventlet")
 
 
 def _pip() -> list[str]:
-    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, check=False)
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
+    )
     if probe.returncode == 0:
         return [sys.executable, "-m", "pip"]
     import shutil
@@ -39,8 +41,17 @@ def ensure() -> Path:
         return CACHE
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [*_pip(), "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "--dest", tmp, f"psycogreen=={VERSION}"],
+            [
+                *_pip(),
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                tmp,
+                f"psycogreen=={VERSION}",
+            ],
             check=True,
         )
         (sdist,) = Path(tmp).glob("psycogreen-*.tar.gz")
@@ -62,7 +73,7 @@ def load(name: str) -> types.ModuleType:
     module = types.ModuleType(f"psycogreen_legacy.{name}")
     module.__file__ = str(path)
     sys.modules[module.__name__] = module
-    exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)  # noqa: S102
+    exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     setattr(package, name, module)
     return module
 

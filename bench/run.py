@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
+# The report prints multiplication signs, en dashes and µs; sys.path takes plain strings.
+# ruff: noqa: RUF001, RUF002, PTH100, PTH118, PTH120
 """The benchmark suite: ``hatch run bench:run [--quick] [--sections ...] [--docs]``.
 
 Every measurement runs in a process of its own (``bench/variants.py``), one variant at a time.
@@ -28,7 +30,7 @@ sys.path.append(HERE)
 sys.path.append(ROOT)
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
+import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -75,87 +77,126 @@ class Section:
 
 SECTIONS = [
     Section(
-        "perwait", "1. Per-wait cost of the callback, server-free",
+        "perwait",
+        "1. Per-wait cost of the callback, server-free",
         "A real psycopg2 connection object whose `poll()` answers POLL_READ then POLL_OK and "
         "whose `fileno()` is an always-readable socket: one call = two polls + one full trip "
         "through the scheduler. CPU time per call (the stable figure), wall time beside it.",
-        ["floor", "core", *GREEN_PAIR], "cpu_us",
+        ["floor", "core", *GREEN_PAIR],
+        "cpu_us",
         [("cpu_us", "CPU µs/call", "{:.2f}"), ("wall_us", "wall µs/call", "{:.2f}")],
-        "floor", {"calls": 100_000}, {"calls": 20_000}, rounds=5, quick_rounds=3,
+        "floor",
+        {"calls": 100_000},
+        {"calls": 20_000},
+        rounds=5,
+        quick_rounds=3,
     ),
     Section(
-        "latency", "2. Per-query latency and client CPU, one client",
+        "latency",
+        "2. Per-query latency and client CPU, one client",
         "`SELECT 1` in a loop on one connection. Wall latency on a shared 2-core VM is dominated "
         "by how fast an idle vCPU wakes up: reported, not to be read as a ranking. Client CPU "
         "per query is the comparable figure.",
         ["blocking", "core", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop", "pgbench"],
         "cpu_us",
         [("wall_us", "wall µs/query", "{:.1f}"), ("cpu_us", "client CPU µs/query", "{:.1f}")],
-        "blocking", {"queries": 50_000}, {"queries": 5_000},
+        "blocking",
+        {"queries": 50_000},
+        {"queries": 5_000},
     ),
     Section(
-        "throughput", "3. Throughput, `SELECT 1` for a fixed time",
+        "throughput",
+        "3. Throughput, `SELECT 1` for a fixed time",
         "Queries per second of the whole client process for C concurrent clients (threads for "
         "psycopg2 blocking and core, greenlets or tasks otherwise), and client CPU per query. "
         "Saturated figures swing ±15% between runs even interleaved.",
         ["threads", "core", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop", "pgbench"],
         "qps",
         [("qps", "queries/s", "{:,.0f}"), ("cpu_us", "client CPU µs/query", "{:.1f}")],
-        "threads", {"duration": 2.0}, {"duration": 1.0},
+        "threads",
+        {"duration": 2.0},
+        {"duration": 1.0},
         cases=[{"clients": c} for c in (1, 8, 32, 64)],
         quick_cases=[{"clients": c} for c in (1, 32)],
     ),
     Section(
-        "concurrency", "4. Concurrency: C clients × 20 × `pg_sleep(0.05)`",
+        "concurrency",
+        "4. Concurrency: C clients × 20 × `pg_sleep(0.05)`",
         "Wall time of the whole batch over the ideal 1.0 s (connections opened beforehand).",
-        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"], "ratio",
+        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"],
+        "ratio",
         [("ratio", "wall / ideal", "{:.3f}"), ("cpu_ms", "client CPU ms", "{:.0f}")],
-        "threads", {"each": 20, "sleep": 0.05}, {"each": 20, "sleep": 0.05},
+        "threads",
+        {"each": 20, "sleep": 0.05},
+        {"each": 20, "sleep": 0.05},
         cases=[{"clients": c} for c in (1, 10, 100, 500)],
         quick_cases=[{"clients": c} for c in (10, 500)],
     ),
     Section(
-        "large", "5. Large results: 3 columns (int, float8, text)",
+        "large",
+        "5. Large results: 3 columns (int, float8, text)",
         "`fetchall()` of the whole result, and a named (server-side) cursor iterated with "
         "`itersize` 2000 (asyncpg: `cursor(prefetch=2000)` in a transaction).",
-        ["blocking", "core", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"], "wall_s",
+        ["blocking", "core", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"],
+        "wall_s",
         [("wall_s", "wall s", "{:.3f}"), ("cpu_s", "client CPU s", "{:.3f}")],
-        "blocking", {"rows": 1_000_000}, {"rows": 100_000},
+        "blocking",
+        {"rows": 1_000_000},
+        {"rows": 100_000},
         cases=[{"mode": "fetchall"}, {"mode": "named"}],
     ),
     Section(
-        "fairness", "6. Fairness: a 10 ms heartbeat during 100 concurrent long queries",
-        "100 clients each run `pg_sleep(0.1)` 10 times (they wake in bursts) while a heartbeat "
+        "fairness",
+        "6. Fairness: a 10 ms heartbeat during 100 concurrent long queries",
+        "100 clients each run `pg_sleep(0.1)` 20 times (they wake in bursts) while a heartbeat "
         "sleeps 10 ms in a loop; the gaps between its ticks, in ms (ideal: 10).",
-        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"], "max_gap_ms",
+        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"],
+        "max_gap_ms",
         [("max_gap_ms", "max gap ms", "{:.1f}"), ("p99_gap_ms", "p99 gap ms", "{:.1f}")],
-        None, {"clients": 100, "each": 10, "sleep": 0.1}, {"clients": 100, "each": 5, "sleep": 0.1},
+        None,
+        {"clients": 100, "each": 20, "sleep": 0.1},
+        {"clients": 100, "each": 5, "sleep": 0.1},
     ),
     Section(
-        "connect", "7. Connect: connect + close, one after the other",
+        "connect",
+        "7. Connect: connect + close, one after the other",
         "Per connection (pgbench: `-C`, a new connection per `SELECT 1` transaction).",
         ["blocking", "core", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop", "pgbench"],
         "wall_ms",
         [("wall_ms", "wall ms/connect", "{:.2f}"), ("cpu_ms", "client CPU ms/connect", "{:.2f}")],
-        "blocking", {"count": 1000}, {"count": 100},
+        "blocking",
+        {"count": 1000},
+        {"count": 100},
     ),
     Section(
-        "rss", "8a. Memory: RSS with 500 connections each waiting in a query",
+        "rss",
+        "8a. Memory: RSS with 500 connections each waiting in a query",
         "Process RSS while 500 connections each wait in `pg_sleep(2)`; per connection: "
         "(RSS - RSS before connecting) / 500.",
-        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"], "rss_mb",
+        ["threads", *GREEN_PAIR, "psycopg3-gevent", "asyncpg-uvloop"],
+        "rss_mb",
         [("rss_mb", "RSS MB", "{:.1f}"), ("per_conn_kb", "KB/connection", "{:.0f}")],
-        "threads", {"clients": 500, "sleep": 2.0}, {"clients": 500, "sleep": 2.0},
+        "threads",
+        {"clients": 500, "sleep": 2.0},
+        {"clients": 500, "sleep": 2.0},
     ),
     Section(
-        "leak", "8b. Memory: RSS growth over many queries (leaks)",
+        "leak",
+        "8b. Memory: RSS growth over many queries (leaks)",
         "8 clients run `SELECT 1`; RSS after a warm-up of a tenth of the queries, then growth "
         "to the end (after `gc.collect()`).",
-        ["core", "gevent", "eventlet"], "growth_mb",
-        [("growth_mb", "growth MB", "{:+.2f}"), ("start_mb", "RSS after warm-up MB", "{:.1f}"),
-         ("cpu_us", "client CPU µs/query", "{:.1f}")],
-        None, {"queries": 1_000_000, "clients": 8}, {"queries": 50_000, "clients": 8},
-        rounds=1, quick_rounds=1,
+        ["core", "gevent", "eventlet"],
+        "growth_mb",
+        [
+            ("growth_mb", "growth MB", "{:+.2f}"),
+            ("start_mb", "RSS after warm-up MB", "{:.1f}"),
+            ("cpu_us", "client CPU µs/query", "{:.1f}"),
+        ],
+        None,
+        {"queries": 1_000_000, "clients": 8},
+        {"queries": 50_000, "clients": 8},
+        rounds=1,
+        quick_rounds=1,
     ),
 ]
 
@@ -167,7 +208,9 @@ def run_one(section: str, variant: str, params: dict[str, Any], timeout: float) 
     cmd = [sys.executable, os.path.join(HERE, "variants.py"), section, variant, json.dumps(params)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if out.returncode:
@@ -176,24 +219,36 @@ def run_one(section: str, variant: str, params: dict[str, Any], timeout: float) 
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def run_section(sec: Section, dsn: str, quick: bool, rounds: int | None, log: Any) -> dict[str, Any]:
+def run_section(
+    sec: Section, dsn: str, quick: bool, rounds: int | None, log: Any
+) -> dict[str, Any]:
     base = {**(sec.quick if quick else sec.full), "dsn": dsn}
     cases = (sec.quick_cases or sec.cases) if quick else sec.cases
     n_rounds = rounds or (sec.quick_rounds if quick else sec.rounds)
-    results: dict[str, Any] = {"params": {k: v for k, v in base.items() if k != "dsn"},
-                               "rounds": n_rounds, "cases": []}
+    results: dict[str, Any] = {
+        "params": {k: v for k, v in base.items() if k != "dsn"},
+        "rounds": n_rounds,
+        "cases": [],
+    }
     for case in cases:
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in sec.variants}
         for r in range(n_rounds):
-            order = sec.variants[r % len(sec.variants):] + sec.variants[: r % len(sec.variants)]
+            order = sec.variants[r % len(sec.variants) :] + sec.variants[: r % len(sec.variants)]
             for variant in order:
                 started = time.monotonic()
                 res = run_one(sec.key, variant, {**base, **case}, timeout=900)
                 runs[variant].append(res)
                 shown = res.get("error") or ", ".join(
-                    f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float) and k != "max_rss_mb")
-                print(f"  [{sec.key} {case or ''} round {r + 1}/{n_rounds}] {variant}: {shown} "
-                      f"({time.monotonic() - started:.1f} s)", file=log, flush=True)
+                    f"{k}={v:.4g}"
+                    for k, v in res.items()
+                    if isinstance(v, float) and k != "max_rss_mb"
+                )
+                print(
+                    f"  [{sec.key} {case or ''} round {r + 1}/{n_rounds}] {variant}: {shown} "
+                    f"({time.monotonic() - started:.1f} s)",
+                    file=log,
+                    flush=True,
+                )
         results["cases"].append({"case": case, "runs": runs})
     return results
 
@@ -210,9 +265,11 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(med)} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
 
 
-def _ratios(runs: dict[str, list[dict[str, Any]]], variant: str, base: str, key: str) -> list[float]:
+def _ratios(
+    runs: dict[str, list[dict[str, Any]]], variant: str, base: str, key: str
+) -> list[float]:
     out = []
-    for mine, theirs in zip(runs.get(variant, []), runs.get(base, [])):
+    for mine, theirs in zip(runs.get(variant, []), runs.get(base, []), strict=False):
         if key in mine and key in theirs and theirs[key]:
             out.append(mine[key] / theirs[key])
     return out
@@ -247,8 +304,12 @@ def table(sec: Section, case_result: dict[str, Any]) -> list[str]:
         for key, _, fmt in sec.columns:
             cells.append(_spread([r[key] for r in runs[variant] if key in r], fmt))
         if sec.baseline:
-            cells.append("1" if variant == sec.baseline else _spread(sums[variant]["vs_base"], "{:.2f}"))
-        cells.append(_spread(sums[variant].get("vs_legacy", []), "{:.2f}") if variant in LEGACY else "")
+            cells.append(
+                "1" if variant == sec.baseline else _spread(sums[variant]["vs_base"], "{:.2f}")
+            )
+        cells.append(
+            _spread(sums[variant].get("vs_legacy", []), "{:.2f}") if variant in LEGACY else ""
+        )
         if errors:
             cells[0] += f" (failed {len(errors)}×: {errors[0]})"
         lines.append("| " + " | ".join(cells) + " |")
@@ -262,7 +323,7 @@ def _case(sec: Section, results: dict[str, Any], **match: Any) -> dict[str, Any]
     return None
 
 
-def targets(results: dict[str, Any]) -> list[str]:  # noqa: PLR0912
+def targets(results: dict[str, Any]) -> list[str]:
     """The issue's targets, each as measured in this run."""
     by_key = {s.key: s for s in SECTIONS}
     rows: list[tuple[str, str, str, bool | None]] = []
@@ -283,41 +344,81 @@ def targets(results: dict[str, Any]) -> list[str]:  # noqa: PLR0912
 
     for backend in ("gevent", "eventlet"):
         text, med = ratio("perwait", backend, LEGACY[backend])
-        rows.append((f"per-wait CPU, server-free, {backend}", "≤ 0.70× 1.0.2", text,
-                     None if med is None else med <= 0.70))
+        rows.append(
+            (
+                f"per-wait CPU, server-free, {backend}",
+                "≤ 0.70× 1.0.2",
+                text,
+                None if med is None else med <= 0.70,
+            )
+        )
     for backend, bound in (("gevent", 1.0), ("eventlet", 0.95)):
         text, med = ratio("throughput", backend, "threads", clients=32)
         legacy, _ = ratio("throughput", LEGACY[backend], "threads", clients=32)
-        rows.append((f"throughput, 32 clients, {backend} / threads", f"≥ {bound:.2f}×",
-                     f"{text} (1.0.2: {legacy})", None if med is None else med >= bound))
+        rows.append(
+            (
+                f"throughput, 32 clients, {backend} / threads",
+                f"≥ {bound:.2f}×",
+                f"{text} (1.0.2: {legacy})",
+                None if med is None else med >= bound,
+            )
+        )
     for backend in ("gevent", "eventlet"):
         values = metric("concurrency", backend, "ratio", clients=500)
         legacy = metric("concurrency", LEGACY[backend], "ratio", clients=500)
         med = statistics.median(values) if values else None
-        rows.append((f"500 × 20 × pg_sleep(0.05), {backend}, wall / ideal", "≤ 1.04",
-                     f"{_spread(values, '{:.3f}')} (1.0.2: {_spread(legacy, '{:.3f}')})",
-                     None if med is None else med <= 1.04))
+        rows.append(
+            (
+                f"500 × 20 × pg_sleep(0.05), {backend}, wall / ideal",
+                "≤ 1.04",
+                f"{_spread(values, '{:.3f}')} (1.0.2: {_spread(legacy, '{:.3f}')})",
+                None if med is None else med <= 1.04,
+            )
+        )
     for backend in ("gevent", "eventlet"):
         text, med = ratio("large", backend, "blocking", mode="fetchall")
         legacy, _ = ratio("large", LEGACY[backend], "blocking", mode="fetchall")
-        rows.append((f"fetchall, {backend} / blocking", "≤ 1.05×", f"{text} (1.0.2: {legacy})",
-                     None if med is None else med <= 1.05))
+        rows.append(
+            (
+                f"fetchall, {backend} / blocking",
+                "≤ 1.05×",
+                f"{text} (1.0.2: {legacy})",
+                None if med is None else med <= 1.05,
+            )
+        )
     for backend in ("gevent", "eventlet"):
         values = metric("fairness", backend, "max_gap_ms")
         legacy = metric("fairness", LEGACY[backend], "max_gap_ms")
         med = statistics.median(values) if values else None
-        rows.append((f"heartbeat max gap, 100 long queries, {backend}", "≤ 15 ms",
-                     f"{_spread(values, '{:.1f}')} ms (1.0.2: {_spread(legacy, '{:.1f}')} ms)",
-                     None if med is None else med <= 15))
+        rows.append(
+            (
+                f"heartbeat max gap, 100 long queries, {backend}",
+                "≤ 15 ms",
+                f"{_spread(values, '{:.1f}')} ms (1.0.2: {_spread(legacy, '{:.1f}')} ms)",
+                None if med is None else med <= 15,
+            )
+        )
     for backend in ("gevent", "eventlet"):
         text, med = ratio("rss", backend, LEGACY[backend])
-        rows.append((f"RSS, 500 connections waiting, {backend}", "≤ 1.05× 1.0.2", text,
-                     None if med is None else med <= 1.05))
+        rows.append(
+            (
+                f"RSS, 500 connections waiting, {backend}",
+                "≤ 1.05× 1.0.2",
+                text,
+                None if med is None else med <= 1.05,
+            )
+        )
     for variant in ("gevent", "eventlet", "core"):
         values = metric("leak", variant, "growth_mb")
         med = statistics.median(values) if values else None
-        rows.append((f"RSS growth over the leak run, {variant}", "< 5 MB",
-                     f"{_spread(values, '{:+.2f}')} MB", None if med is None else med < 5))
+        rows.append(
+            (
+                f"RSS growth over the leak run, {variant}",
+                "< 5 MB",
+                f"{_spread(values, '{:+.2f}')} MB",
+                None if med is None else med < 5,
+            )
+        )
     lines = ["| target | bound | measured (median [min–max]) | met |", "|---|---|---|---|"]
     for name, bound, text, met in rows:
         mark = "–" if met is None else ("yes" if met else "**no**")
@@ -342,9 +443,19 @@ def machine(dsn: str) -> dict[str, str]:
         pass
     info["OS"] = f"{platform.system()} {platform.release()}"
     info["Python"] = platform.python_version()
-    for dist in ("psycopg2-binary", "psycopg2", "gevent", "greenlet", "eventlet", "psycopg",
-                 "asyncpg", "uvloop", "psycogreen-core", "psycogreen-gevent",
-                 "psycogreen-eventlet"):
+    for dist in (
+        "psycopg2-binary",
+        "psycopg2",
+        "gevent",
+        "greenlet",
+        "eventlet",
+        "psycopg",
+        "asyncpg",
+        "uvloop",
+        "psycogreen-core",
+        "psycogreen-gevent",
+        "psycogreen-eventlet",
+    ):
         try:
             info[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -365,10 +476,12 @@ def machine(dsn: str) -> dict[str, str]:
 
 def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: float) -> str:
     lines = [
-        f"Run of {results['started']} UTC, {'quick (smoke) run' if quick else 'full run'}, "
-        f"{elapsed / 60:.1f} min. Each figure: median over interleaved rounds "
-        "[min–max]; ratios are taken per round against the baseline measured in the same "
-        "round, then summarised the same way.",
+        (
+            f"Run of {results['started']} UTC, {'quick (smoke) run' if quick else 'full run'}, "
+            f"{elapsed / 60:.1f} min. Each figure: median over interleaved rounds "
+            "[min–max]; ratios are taken per round against the baseline measured in the same "
+            "round, then summarised the same way."
+        ),
         "",
         "| machine | |",
         "|---|---|",
@@ -382,8 +495,15 @@ def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: 
         if sec.key not in results:
             continue
         res = results[sec.key]
-        lines += ["", f"### {sec.title}", "", sec.text, "",
-                  f"Parameters: {json.dumps(res['params'])}; {res['rounds']} round(s).", ""]
+        lines += [
+            "",
+            f"### {sec.title}",
+            "",
+            sec.text,
+            "",
+            f"Parameters: {json.dumps(res['params'])}; {res['rounds']} round(s).",
+            "",
+        ]
         for case in res["cases"]:
             if case["case"]:
                 lines += [f"**{', '.join(f'{k} = {v}' for k, v in case['case'].items())}**", ""]
@@ -394,8 +514,12 @@ def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
-    parser.add_argument("--sections", nargs="*", default=[s.key for s in SECTIONS],
-                        choices=[s.key for s in SECTIONS])
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        default=[s.key for s in SECTIONS],
+        choices=[s.key for s in SECTIONS],
+    )
     parser.add_argument("--rounds", type=int, help="override every section's number of rounds")
     parser.add_argument("--dsn", default=os.environ.get("PSYCOGREEN_BENCH_DSN"))
     parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md")
@@ -425,7 +549,8 @@ def main() -> None:
         info = machine(dsn)
         started = time.monotonic()
         results: dict[str, Any] = {
-            "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+            "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        }
         for sec in SECTIONS:
             if sec.key in args.sections:
                 print(f"{sec.title}", file=sys.stderr, flush=True)
@@ -440,8 +565,11 @@ def main() -> None:
     out_dir = Path(HERE) / "results"
     out_dir.mkdir(exist_ok=True)
     stamp = results["started"].replace(" ", "T").replace(":", "")
-    (out_dir / f"{stamp}.json").write_text(json.dumps(
-        {"results": results, "machine": info, "quick": args.quick, "elapsed": elapsed}, indent=1))
+    (out_dir / f"{stamp}.json").write_text(
+        json.dumps(
+            {"results": results, "machine": info, "quick": args.quick, "elapsed": elapsed}, indent=1
+        )
+    )
     (out_dir / f"{stamp}.md").write_text(text)
     if args.docs:
         write_docs(text)

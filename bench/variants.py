@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
+# sys.path takes plain strings; pgbench lives under a versioned folder.
+# ruff: noqa: PTH100, PTH108, PTH120, PTH207
 """One benchmark measurement in a process of its own.
 
 ``python bench/variants.py SECTION VARIANT JSON`` sets the process up for VARIANT (monkey-patching
@@ -45,6 +47,7 @@ elif VARIANT in {"eventlet", "legacy-eventlet"}:
     eventlet.monkey_patch()
 
 import gc  # noqa: E402 (after monkey-patching, on purpose)
+import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -352,7 +355,7 @@ def s_large(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gaps(ticks: list[float]) -> dict[str, Any]:
-    gaps = sorted((b - a) * 1e3 for a, b in zip(ticks, ticks[1:]))
+    gaps = sorted((b - a) * 1e3 for a, b in itertools.pairwise(ticks))
     return {
         "max_gap_ms": gaps[-1],
         "p99_gap_ms": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))],
@@ -382,7 +385,7 @@ def s_fairness(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
     rt.sleep(0.05)
     clock = Clock()
     rt.join([rt.spawn(run, i) for i in range(clients)])
-    wall, cpu = clock.stop()
+    wall, _ = clock.stop()
     done = True
     rt.join([beat])
     for conn in conns:
@@ -467,7 +470,7 @@ def s_leak(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
 # -- asyncpg on uvloop -------------------------------------------------------------------------
 
 
-def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915
+def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:
     import asyncio
 
     import asyncpg
@@ -475,8 +478,12 @@ def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:  # noqa:
     import uvloop
 
     args = psycopg2.extensions.parse_dsn(p["dsn"])
-    kwargs = {"host": args["host"], "port": int(args["port"]), "user": args["user"],
-              "database": args["dbname"]}
+    kwargs = {
+        "host": args["host"],
+        "port": int(args["port"]),
+        "user": args["user"],
+        "database": args["dbname"],
+    }
 
     async def connect() -> Any:
         return await asyncpg.connect(**kwargs)
@@ -484,7 +491,9 @@ def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:  # noqa:
     async def connect_many(count: int) -> list[Any]:
         conns: list[Any] = []
         for start in range(0, count, 50):
-            conns += await asyncio.gather(*(connect() for _ in range(start, min(count, start + 50))))
+            conns += await asyncio.gather(
+                *(connect() for _ in range(start, min(count, start + 50)))
+            )
         return conns
 
     async def close_all(conns: list[Any]) -> None:
@@ -596,8 +605,15 @@ def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:  # noqa:
         await close_all(conns)
         return {"rss_mb": value, "base_mb": base, "per_conn_kb": (value - base) * 1024 / clients}
 
-    table = {"latency": latency, "throughput": throughput, "concurrency": concurrency,
-             "large": large, "fairness": fairness, "connect": connect_section, "rss": rss}
+    table = {
+        "latency": latency,
+        "throughput": throughput,
+        "concurrency": concurrency,
+        "large": large,
+        "fairness": fairness,
+        "connect": connect_section,
+        "rss": rss,
+    }
     if section not in table:
         raise SystemExit(f"asyncpg-uvloop: no section {section!r}")
     return uvloop.run(table[section]())  # type: ignore[no-any-return]
@@ -612,10 +628,17 @@ def pgbench_section(section: str, p: dict[str, Any]) -> dict[str, Any]:
     import psycopg2.extensions
 
     args = psycopg2.extensions.parse_dsn(p["dsn"])
-    env = {**os.environ, "PGHOST": args["host"], "PGPORT": str(args["port"]),
-           "PGUSER": args["user"], "PGDATABASE": args["dbname"]}
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"),
-                   key=lambda s: int(s.split("/")[4]) if s.split("/")[4].isdigit() else 0)
+    env = {
+        **os.environ,
+        "PGHOST": args["host"],
+        "PGPORT": str(args["port"]),
+        "PGUSER": args["user"],
+        "PGDATABASE": args["dbname"],
+    }
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pgbench"),
+        key=lambda s: int(s.split("/")[4]) if s.split("/")[4].isdigit() else 0,
+    )
     pgbench = os.environ.get("PGBENCH") or (found[-1] if found else "pgbench")
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write("SELECT 1;\n")
