@@ -301,3 +301,10 @@ def test_names_resolved_each_address_an_attempt(monkeypatch: pytest.MonkeyPatch)
         'connection to server at "db.example" (10.0.0.1), port 5 failed: refused\n'
         'connection to server at "db.example" (::1), port 5 failed: refused\n'
     )
+
+
+def test_a_host_listed_twice_is_reported_twice() -> None:
+    rec = Recorder("refused\n", "refused\n")
+    with pytest.raises(psycopg2.OperationalError) as info:
+        run("host=10.0.0.1,10.0.0.1 port=5", rec)
+    assert str(info.value) == 'connection to server at "10.0.0.1", port 5 failed: refused\n' * 2

@@ -69,6 +69,7 @@ _INTERRUPTED = "connection attempt interrupted"
 # the host already. Every other failure of a green connect lacks the host: libpq emits
 # "connection to server at ..." only for the second and later addresses of an asynchronous
 # connect (measured with libpq 15 and 17), and each attempt here is a first address.
+_PER_HOST = ("connection to server", "could not translate host name")
 _UNPREFIXED = (
     "connection to server",
     "could not translate host name",
@@ -401,7 +402,9 @@ class _Failures:
         if self.count == 1 and not isinstance(exc, _Timeout):
             self.first = exc.with_traceback(None)
         line = line.rstrip("\n")
-        if line not in self.lines:  # an option error repeats for every host: say it once
+        # An option error repeats for every host: say it once. A host listed twice is tried,
+        # and reported, twice, as libpq does.
+        if line.startswith(_PER_HOST) or line not in self.lines:
             self.lines.append(line)
 
     def raise_(self) -> NoReturn:
