@@ -112,6 +112,18 @@ def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         )
         out[fmt] = {"to": n_to, "from": n_from, "md5": _md5(data), "rowcount": cur.rowcount}
     conn.commit()
+    # COPY TO through PQgetCopyData, for a libpq without PQgetlineAsync
+    from psycogreen.core import _copy_libpq
+
+    lib = _copy_libpq.load()
+    getline, lib.fast_PQgetlineAsync = lib.fast_PQgetlineAsync, None
+    try:
+        for fmt, opts in FORMATS.items():
+            sink = io.BytesIO()
+            cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY a) TO STDOUT {opts}", sink)
+            out[fmt]["getcopydata_md5"] = _md5(sink.getvalue())
+    finally:
+        lib.fast_PQgetlineAsync = getline
     # A text sink gets str; a str source is encoded in the connection's encoding.
     text_sink = io.StringIO()
     out["text_sink_rows"] = cur.copy_to(text_sink, table)
@@ -362,10 +374,25 @@ def _fail(cur: Any) -> None:
         pass
 
 
-def closed_mid_copy(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[str, Any]:
-    """Another task closes the connection during the COPY: InterfaceError, no crash."""
+def _connection(sched: Scheduler, dsn: str, *, guarded: bool) -> Any:
+    """A connection of psycopg2.connect() once patched (guarded), or one made before."""
+    if guarded:
+        _patch(sched)
+        return _connect(dsn)
+    conn = _connect(dsn)  # before patching: psycopg2's own class
     _patch(sched)
-    conn = _connect(dsn)
+    return conn
+
+
+def closed_mid_copy(
+    sched: Scheduler, dsn: str, table: str, direction: str, guarded: bool
+) -> dict[str, Any]:
+    """Another task closes the connection during the COPY: no crash, ever.
+
+    An unguarded connection closes and the COPY gets InterfaceError; a guarded one refuses
+    the close with ConnectionBusyError and the COPY completes.
+    """
+    conn = _connection(sched, dsn, guarded=guarded)
     cur = conn.cursor()
     if direction == "from":
 
@@ -403,39 +430,55 @@ def closed_mid_copy(sched: Scheduler, dsn: str, table: str, direction: str) -> d
     task = sched.spawn(victim)
     sched.sleep(0.2)
     start = time.perf_counter()
-    conn.close()
+    try:
+        conn.close()
+        closer = "closed"
+    except psycopg2.Error as exc:
+        closer = type(exc).__name__
     result = sched.join([task])[0]
+    if not conn.closed:
+        cur = conn.cursor()
+        cur.execute("SELECT 8")
+        closer += f":{cur.fetchone()[0]}"
     # the process is alive and psycopg2 still works
     other = psycopg2.connect(dsn)
     ocur = other.cursor()
     ocur.execute("SELECT 7")
     return {
         "result": result,
+        "closer": closer,
         "closed": conn.closed,
         "after_close": time.perf_counter() - start,
         "other": ocur.fetchone()[0],
     }
 
 
-def same_connection(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+def same_connection(sched: Scheduler, dsn: str, table: str, guarded: bool) -> dict[str, Any]:
     """Another task's query on the connection during a COPY: a clear error; COPY completes."""
-    _patch(sched)
-    conn = _connect(dsn)
+    conn = _connection(sched, dsn, guarded=guarded)
     sink = SlowSink(sched)
     other_cursor = conn.cursor()
 
     def copy() -> Any:
         return conn.cursor().copy_expert(f"COPY {table} TO STDOUT", sink)
 
-    def intruder() -> str:
+    def intruder() -> list[str]:
         sched.sleep(0.05)
-        try:
-            other_cursor.execute("SELECT 1")
-        except psycopg2.Error as exc:
-            return f"{type(exc).__name__}:{exc}"
-        return "no error"
+        errors = []
+        for attempt in (
+            lambda: other_cursor.execute("SELECT 1"),
+            conn.commit,
+            lambda: core.copy_expert(other_cursor, "COPY (SELECT 1) TO STDOUT", io.BytesIO()),
+        ):
+            try:
+                attempt()
+                errors.append("no error")
+            except psycopg2.Error as exc:
+                errors.append(f"{type(exc).__name__}:{exc}")
+        return errors
 
     copied, intruded = sched.join([sched.spawn(copy), sched.spawn(intruder)])
+    conn.rollback()
     cur = conn.cursor()
     cur.execute(f"SELECT count(*) FROM {table}")
     return {
@@ -444,6 +487,7 @@ def same_connection(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         "expected": cur.fetchone()[0],
         "bytes_ok": sink.buf.getvalue().count(b"\n"),
         "closed": conn.closed,
+        "guarded": type(conn).__name__,
     }
 
 
@@ -518,4 +562,24 @@ def without_callback_and_old_connections(sched: Scheduler, dsn: str, table: str)
     out["nonblocking_after"] = lib.PQisnonblocking(before.pgconn_ptr)
     cur.execute(f"SELECT count(*) FROM {table}")
     out["count"] = cur.fetchone()[0]
+    return out
+
+
+def by_name(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """Plain psycopg2.connect() once patched: copy_* work by name, with any cursor class."""
+    _patch(sched)
+    conn = psycopg2.connect(dsn)
+    out: dict[str, Any] = {"cursor_class": [c.__name__ for c in type(conn.cursor()).__mro__]}
+    for name, factory in (
+        ("default", None),
+        ("dict", psycopg2.extras.DictCursor),
+        ("realdict", psycopg2.extras.RealDictCursor),
+    ):
+        cur = conn.cursor(cursor_factory=factory)
+        rows = cur.copy_from(io.BytesIO(b"".join(_rows(10, 100 * len(out)))), table)
+        sink = io.BytesIO()
+        to_rows = cur.copy_to(sink, table)
+        expert = cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO())
+        out[name] = [rows, to_rows, expert]
+    conn.commit()
     return out

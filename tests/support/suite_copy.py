@@ -70,6 +70,7 @@ def test_roundtrip_every_format_byte_for_byte(
             conn, f"COPY (SELECT * FROM {table}_{fmt} ORDER BY a) TO STDOUT {opts}"
         )
         assert out[fmt]["md5"] == _md5(reference), fmt
+        assert out[fmt]["getcopydata_md5"] == _md5(reference), fmt
         assert _md5(copied_back) == _md5(reference), fmt
         assert out[fmt]["to"] == out[fmt]["from"] == 20000
     text = _native_copy_to(conn, f"COPY {table} TO STDOUT")
@@ -182,29 +183,66 @@ def test_server_errors_mid_copy(scheduler: str, run_green: RunGreen, conn: Any, 
 def test_connection_closed_by_another_task(
     scheduler: str, run_green: RunGreen, conn: Any, table: str, direction: str
 ) -> None:
+    """A connection of psycopg2's own class (made before patching) closes under the COPY."""
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
         "FROM generate_series(1, 100000) g"
     )
     if direction == "from":
         conn.cursor().execute(f"TRUNCATE {table}")
-    out = run_green(scheduler, S + "closed_mid_copy", table=table, direction=direction)
+    out = run_green(
+        scheduler, S + "closed_mid_copy", table=table, direction=direction, guarded=False
+    )
+    assert out["closer"] == "closed", out
     assert out["result"] == "InterfaceError:connection already closed", out
     assert out["closed"] != 0
     assert out["after_close"] < 1.0, out
     assert out["other"] == 7
 
 
-def test_another_tasks_query_on_the_connection(
+def test_guarded_connection_refuses_close_during_copy(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
+) -> None:
+    """psycopg2.connect() once patched: close() from another task is refused, COPY completes."""
+    conn.cursor().execute(
+        f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
+        "FROM generate_series(1, 100000) g"
+    )
+    out = run_green(scheduler, S + "closed_mid_copy", table=table, direction="to", guarded=True)
+    assert out["closer"] == "ConnectionBusyError:8", out
+    assert out["result"] == "finished", out
+    assert out["closed"] == 0
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "unguarded"])
+def test_another_tasks_query_on_the_connection(
+    scheduler: str, run_green: RunGreen, conn: Any, table: str, guarded: bool
 ) -> None:
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b FROM generate_series(1, 100000) g"
     )
-    out = run_green(scheduler, S + "same_connection", table=table)
+    out = run_green(scheduler, S + "same_connection", table=table, guarded=guarded)
     assert out["copied"] == out["expected"] == out["bytes_ok"] == 100000, out
-    assert "another command is already in progress" in out["intruder"], out
     assert out["closed"] == 0
+    execute, commit, copy = out["intruder"]
+    if guarded:
+        assert execute.startswith("ConnectionBusyError:execute() cannot run now"), out
+        assert commit.startswith("ConnectionBusyError:commit() cannot run now"), out
+        assert copy.startswith("ConnectionBusyError:COPY cannot run now"), out
+    else:  # psycopg2's own classes: libpq's error; a second COPY is refused by core itself
+        assert "another command is already in progress" in execute, out
+        assert copy.startswith("ConnectionBusyError:COPY cannot run now"), out
+
+
+def test_copy_methods_by_name_on_patched_connect(
+    scheduler: str, run_green: RunGreen, conn: Any, table: str
+) -> None:
+    _plain_table(conn, table)
+    out = run_green(scheduler, S + "by_name", table=table)
+    assert "CopyCursorMixin" in out["cursor_class"], out
+    assert out["default"] == [10, 10, 10]
+    assert out["dict"] == [10, 20, 20]
+    assert out["realdict"] == [10, 30, 30]
 
 
 def test_refuses_where_it_cannot_be_cooperative(scheduler: str, run_green: RunGreen) -> None:

@@ -14,9 +14,10 @@ installed backend's ``wait_read``/``wait_write``:
 2. ``PQsendQuery``, ``PQflush``; wait for the first result: ``PGRES_COPY_IN`` or ``_OUT``.
 3. COPY FROM: ``PQputCopyData`` per chunk read, ``PQflush`` every few hundred KiB (it waits
    for the socket; libpq reads pending input on every flush, so server notices cannot
-   deadlock the two ends), ``PQputCopyEnd``. COPY TO: ``PQgetCopyData(async=1)`` per row; each
-   time libpq's buffer runs dry, the rows are written to the sink in one ``write()`` and more
-   input is read (``PQconsumeInput``), waiting only when none has arrived.
+   deadlock the two ends), ``PQputCopyEnd``. COPY TO: ``PQgetlineAsync`` (else
+   ``PQgetCopyData(async=1)``) per row; each time libpq's buffer runs dry, the rows are
+   written to the sink in one ``write()`` and more input is read (``PQconsumeInput``),
+   waiting only when none has arrived.
 4. ``PQgetResult`` until NULL: the server's error, or the row count from ``PQcmdTuples``.
 
 A local server is fast enough that the socket never makes anyone wait, so the loops also yield
@@ -38,9 +39,10 @@ import contextlib
 import ctypes
 import functools
 import io
+import os
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from psycogreen.core import _cancel, _copy_libpq, _poll, _registry, _timeout
@@ -88,6 +90,8 @@ _WAIT_SLICE = 0.25
 _FLUSH_EVERY = 256 * 1024
 # Longest chunk handed to PQputCopyData, whose length is a C int.
 _MAX_PUT = 1 << 30
+# COPY TO: the buffer PQgetlineAsync copies each row into (a longer row comes in pieces).
+_COPY_OUT_BUFFER = 64 * 1024
 _ABORT_MESSAGE = b"COPY interrupted on the client (psycogreen)"
 
 
@@ -417,6 +421,11 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     lib = _lib()
     if conn.closed:
         raise psycopg2.InterfaceError("connection already closed")
+    if getattr(_poll, "inflight", None):
+        # Another task's operation on this connection is in flight: the guard's error.
+        from psycogreen.core._guard import _refuse  # noqa: PLC0415 (imports psycopg2)
+
+        _refuse(conn, "COPY")
     timeout = _copy_timeout(conn)
     if not conn.autocommit and conn.status == psycopg2.extensions.STATUS_READY:
         # psycopg2 sends BEGIN itself (see the module docstring).
@@ -433,11 +442,29 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
         message = (lib.PQerrorMessage(ptr) or b"").decode(errors="replace")
         raise psycopg2.OperationalError(message)
     copy = _Copy(conn, lib, ptr, wait_read, wait_write, timeout)
+    # Mark the connection in use, as the wait callback does for psycopg2's own operations:
+    # the guarded connections (psycopg2.connect() once patched) then refuse another task's
+    # statement, commit() or close() with ConnectionBusyError while the COPY runs, instead of
+    # letting it desynchronise psycopg2's transaction state.
+    inflight: dict[int, object] | None = getattr(_poll, "inflight", None)
+    if inflight is not None:
+        inflight[id(conn)] = _poll.current_task()
     try:
         return copy.run(sql, file, size)
     finally:
+        if inflight is not None:
+            inflight.pop(id(conn), None)
+        os.close(copy.fd)
         if blocking and conn.pgconn_ptr == ptr and not conn.closed:
             lib.PQsetnonblocking(ptr, 0)
+
+
+def _dup(fd: int) -> int:
+    try:
+        return os.dup(fd)
+    except OSError as exc:
+        message = f"COPY cannot watch the connection's socket: dup() failed: {exc}"
+        raise CopyUnavailableError(message) from exc
 
 
 class _Copy:
@@ -456,7 +483,11 @@ class _Copy:
         self.lib = lib
         self.ptr = ptr
         self.cptr = ctypes.c_void_p(ptr)
-        self.fd = int(lib.PQsocket(ptr))
+        # The waits watch a duplicate of the socket: another task's close() closes libpq's
+        # descriptor, and a scheduler asked to watch a closed descriptor can abort the process
+        # (libev asserts on EBADF from epoll_ctl) or watch whatever file reuses the number.
+        # The duplicate keeps the socket's registration valid until the COPY has noticed.
+        self.fd = _dup(int(lib.PQsocket(ptr)))
         self.wait_read = wait_read
         self.wait_write = wait_write
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -679,28 +710,18 @@ class _Copy:
         self.flush()
 
     def copy_out(self, write: Any, text: bool) -> None:  # noqa: ANN401, FBT001
-        lib = self.lib
-        get = lib.fast_PQgetCopyData
-        free = lib.fast_PQfreemem
-        consume = lib.PQconsumeInput
+        """Move the rows to ``write``, a batch per read of libpq's input buffer."""
+        consume = self.lib.PQconsumeInput
         cptr = self.cptr
-        buf = ctypes.POINTER(ctypes.c_char)()
-        pbuf = ctypes.byref(buf)
         codec = self.codec
         wait_read = self.wait_read
-        rows: list[bytes] = []
-        append = rows.append
+        chunks: list[bytes] = []
+        get = self.row_reader(chunks.append)
         while True:
-            n = get(cptr, pbuf, 1)
-            if n > 0:
-                # Slicing a POINTER(c_char) copies the row into bytes (cheaper than
-                # string_at); libpq malloc'ed the row for us.
-                append(buf[:n])  # type: ignore[arg-type]  # bytes (typeshed says list)
-                free(buf)
-                continue
-            if rows:
-                data = b"".join(rows)
-                rows.clear()
+            n = get()
+            if chunks:
+                data = b"".join(chunks)
+                chunks.clear()
                 write(data.decode(codec) if text else data)
                 self.check()  # the sink may have switched tasks
                 got_rows = True
@@ -718,6 +739,41 @@ class _Copy:
                 self.wait(wait_read)
             if not consume(cptr):
                 self.fail()
+
+    def row_reader(self, append: Callable[[bytes], object]) -> Callable[[], int]:
+        """A function appending the rows libpq holds, returning what ended the run (<= 0)."""
+        lib = self.lib
+        cptr = self.cptr
+        getline = lib.fast_PQgetlineAsync
+        if getline is not None:
+            # One row, or as much of a long row as fits, per call; rows need not stay whole
+            # here: the batches are concatenated anyway.
+            size = _COPY_OUT_BUFFER
+            buffer = ctypes.create_string_buffer(size)
+            view = ctypes.cast(buffer, ctypes.POINTER(ctypes.c_char))
+
+            def get_lines() -> int:
+                n: int = getline(cptr, buffer, size)
+                while n > 0:
+                    append(view[:n])  # type: ignore[arg-type]  # bytes (typeshed says list)
+                    n = getline(cptr, buffer, size)
+                return n
+
+            return get_lines
+        getcopy = lib.fast_PQgetCopyData
+        free = lib.fast_PQfreemem
+        row = ctypes.POINTER(ctypes.c_char)()
+        prow = ctypes.byref(row)
+
+        def get_rows() -> int:
+            n: int = getcopy(cptr, prow, 1)
+            while n > 0:
+                append(row[:n])  # type: ignore[arg-type]  # bytes (typeshed says list)
+                free(row)  # libpq malloc'ed it
+                n = getcopy(cptr, prow, 1)
+            return n
+
+        return get_rows
 
     def discard(self) -> None:
         """Read and drop the rest of a COPY TO."""

@@ -10,7 +10,7 @@ They are bound through :class:`ctypes.PyDLL`, which keeps the GIL across the cal
 function here returns without waiting on the network while the connection is in non-blocking
 mode (libpq ``PQsetnonblocking``; ``PQgetResult`` is only called once ``PQisBusy`` says it will
 not wait), so keeping the GIL costs nothing, and it saves the release and re-acquisition
-:class:`ctypes.CDLL` does around every call: COPY TO makes two calls per row.
+:class:`ctypes.CDLL` does around every call: COPY TO makes one call per row.
 """
 
 from __future__ import annotations
@@ -100,6 +100,14 @@ class CopyLibPQ:
         self.fast_PQgetCopyData.restype = _c_int
         self.fast_PQfreemem = lib["PQfreemem"]
         self.fast_PQfreemem.restype = None
+        # PQgetlineAsync copies one row (or the part that fits) into the caller's buffer: no
+        # malloc()/PQfreemem() per row, one foreign call instead of two. Documented as
+        # obsolete but exported by every libpq since 7.4; it reads the COPY data messages
+        # exactly as PQgetCopyData does (fe-protocol3.c: getCopyDataMessage, which also ends
+        # the COPY OUT state at CopyDone), so PQgetResult follows as usual.
+        self.fast_PQgetlineAsync = lib["PQgetlineAsync"] if hasattr(lib, "PQgetlineAsync") else None
+        if self.fast_PQgetlineAsync is not None:
+            self.fast_PQgetlineAsync.restype = _c_int
         self.version = int(lib.PQlibVersion())
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401 (ctypes functions are untyped)

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._poll import current_task, inflight
 
 __all__ = [
@@ -237,7 +238,7 @@ class GuardedConnection(_Connection):
         )
 
 
-class GuardedCursor(_Cursor):
+class GuardedCursor(CopyCursorMixin, _Cursor):
     """A psycopg2 cursor whose statements are refused while another greenlet uses the connection.
 
     .. versionadded:: 1.0
