@@ -227,3 +227,25 @@ def test_plugin_warns_about_psycopg3_without_psycopg2(dsn: str) -> None:
     assert out["scheduler"] == "PsycopgNotFoundError"
     [(category, _)] = out["warnings"]
     assert category == "PsycopgBlockingWarning"
+
+
+def test_plugin_failure_does_not_abort_patch_all(dsn: str) -> None:
+    # A psycopg2 that fails in a way psycogreen does not foresee (a stand-in module: no real
+    # installation breaks like this on demand): patch_all() still completes, with a warning.
+    out = run(
+        dsn,
+        before="""
+        import types
+        broken = types.ModuleType("psycopg2")
+        broken.__spec__ = None   # importlib.util.find_spec() raises ValueError on it
+        sys.modules["psycopg2"] = broken
+        """,
+        after="""
+        out["patched_socket"] = monkey.is_module_patched("socket")
+        """,
+    )
+    assert out["patched_socket"] is True
+    [(category, message)] = out["warnings"]
+    assert category == "RuntimeWarning"
+    assert "did not patch psycopg2" in message
+    assert "ValueError" in message

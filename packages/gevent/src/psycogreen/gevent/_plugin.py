@@ -32,7 +32,7 @@ def did_patch_builtins(event: object) -> None:
 
     A wait callback installed by other code is kept: the
     :class:`~psycogreen.core.PatchConflictError` becomes a :class:`RuntimeWarning` carrying its
-    message, and ``patch_all()`` completes.
+    message, and ``patch_all()`` completes. Any other failure is reported the same way.
     """
     del event
     if not _enabled():
@@ -43,16 +43,21 @@ def did_patch_builtins(event: object) -> None:
         warn_if_psycopg_blocks,
     )
 
-    if importlib.util.find_spec("psycopg2") is None:  # finds without importing
-        warn_if_psycopg_blocks("gevent", stacklevel=2)
-        return
     try:
+        if importlib.util.find_spec("psycopg2") is None:  # finds without importing
+            warn_if_psycopg_blocks("gevent", stacklevel=3)
+            return
         from psycogreen.gevent import patch_psycopg  # noqa: PLC0415
 
         patch_psycopg()
     except PsycogreenError as exc:
-        message = (
-            f"psycogreen-gevent did not patch psycopg2 after gevent.monkey.patch_all(): {exc} "
-            f"(set {ENV_VAR}=0 to turn automatic patching off)"
-        )
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        problem = str(exc)
+    except Exception as exc:  # noqa: BLE001 (this runs inside every patch_all() of the environment)
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        return
+    message = (
+        f"psycogreen-gevent did not patch psycopg2 after gevent.monkey.patch_all(): {problem} "
+        f"(set {ENV_VAR}=0 to turn automatic patching off)"
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
