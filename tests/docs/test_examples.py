@@ -10,6 +10,10 @@ pages use) is replaced with the test server's DSN, whose parts are also in ``PGH
 
 - ``<!-- runnable: continue -->``: the block continues the page's previous runnable block; the
   two (or more) run together, as one script.
+- ``<!-- excerpt: path/in/the/repository -->``: the block shows lines of a file that other
+  tests run (an example application, a config file); every non-blank line of the block must
+  appear in that file, in the same order (indentation aside; ``...`` lines stand for omitted
+  ones).
 - ``<!-- not-runnable: why -->``: the block is deliberately not run (a fragment, a config for a
   server the tests do not start); the reason is required.
 
@@ -32,7 +36,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PLACEHOLDER = re.compile(r"""(["'])dbname=app\1""")
-MARK = re.compile(r"^\s*<!--\s*(runnable(?::\s*continue)?|not-runnable:\s*\S.*?)\s*-->\s*$")
+MARK = re.compile(
+    r"^\s*<!--\s*(runnable(?::\s*continue)?|not-runnable:\s*\S.*?|excerpt:\s*\S+)\s*-->\s*$"
+)
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 PYTHON = {"python", "py", "python3"}
 
@@ -134,6 +140,30 @@ def test_every_python_block_is_marked() -> None:
     )
 
 
+def excerpts() -> list[Block]:
+    return [b for b in python_blocks() if b.mark is not None and b.mark.startswith("excerpt:")]
+
+
+@pytest.mark.parametrize("block", excerpts(), ids=[b.where for b in excerpts()])
+def test_excerpt_matches_its_file(block: Block) -> None:
+    assert block.mark is not None
+    source = ROOT / block.mark.partition(":")[2].strip()
+    assert source.is_file(), f"{block.where}: {source} does not exist"
+    lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    position = 0
+    for wanted in (line.strip() for line in block.code.splitlines()):
+        if not wanted or wanted in {"...", "# ..."}:
+            continue
+        try:
+            position = lines.index(wanted, position) + 1
+        except ValueError:
+            pytest.fail(
+                f"{block.where}: {wanted!r} is not in {source.relative_to(ROOT)} "
+                "(after the block's previous lines)",
+                pytrace=False,
+            )
+
+
 def test_the_pages_have_runnable_examples() -> None:
     # The parser must find the examples: a change of syntax that hid them all would pass the
     # other tests vacuously.
@@ -180,7 +210,7 @@ def _all(path: Path) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("backend", ["core", "gevent", "eventlet"])
+@pytest.mark.parametrize("backend", ["core", "gevent", "eventlet", "uwsgi"])
 def test_api_reference_lists_every_public_name(backend: str) -> None:
     exported = set(
         _all(ROOT / "packages" / backend / "src" / "psycogreen" / backend / "__init__.py")
