@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import gevent
+import psycopg2.extensions
 from django.conf import settings
 from django.db import connection, connections
 from django.http import HttpRequest, JsonResponse
@@ -16,7 +17,11 @@ def sleep(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cur:
         cur.execute("SELECT pg_backend_pid() FROM pg_sleep(%s)", [seconds])
         pid = cur.fetchone()[0]
-    return JsonResponse({"backend_pid": pid})
+    # psycogreen makes psycopg2 green; Django 4.2+ uses psycopg 3 instead whenever it is
+    # installed. Report which driver this connection is.
+    raw = connection.connection
+    driver = "psycopg2" if isinstance(raw, psycopg2.extensions.connection) else type(raw).__module__
+    return JsonResponse({"backend_pid": pid, "driver": driver})
 
 
 def _query_in_greenlet(seconds: float) -> int:
