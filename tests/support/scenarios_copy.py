@@ -408,12 +408,16 @@ def _fail(cur: Any) -> None:
 
 
 def _connection(sched: Scheduler, dsn: str, *, guarded: bool) -> Any:
-    """A connection of psycopg2.connect() once patched (guarded), or one made before."""
-    if guarded:
-        _patch(sched)
-        return _connect(dsn)
-    conn = _connect(dsn)  # before patching: psycopg2's own class
+    """A connection of psycopg2.connect() once patched (guarded), or of psycopg2's own class.
+
+    The latter is made with the class itself: psycopg2.connect() may be patched before the
+    scenario starts (psycogreen-gevent's plugin patches at monkey.patch_all()).
+    """
     _patch(sched)
+    if guarded:
+        return _connect(dsn)
+    conn = psycopg2.extensions.connection(dsn)
+    conn.cursor_factory = Cursor
     return conn
 
 
@@ -615,4 +619,69 @@ def by_name(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         expert = cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO())
         out[name] = [rows, to_rows, expert]
     conn.commit()
+    return out
+
+
+def django_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """Django's connection (psycopg2 backend): cursor.copy_* by name, through its wrapper."""
+    _patch(sched)
+    import django
+    from django.conf import settings
+
+    params = dict(item.split("=", 1) for item in dsn.split())
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": params.get("dbname", "postgres"),
+                "USER": params.get("user", ""),
+                "HOST": params.get("host", ""),
+                "PORT": params.get("port", ""),
+            }
+        },
+        USE_TZ=True,
+    )
+    django.setup()
+    from django.db import connection, transaction
+
+    out: dict[str, Any] = {}
+    with transaction.atomic(), connection.cursor() as cur:
+        out["from"] = cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)
+        sink = io.BytesIO()
+        out["expert"] = cur.copy_expert(f"COPY {table} TO STDOUT", sink)
+        out["bytes"] = len(sink.getvalue())
+    out["psycopg2"] = isinstance(connection.connection, psycopg2.extensions.connection)
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        out["count"] = cur.fetchone()[0]
+    return out
+
+
+def sqlalchemy_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """SQLAlchemy's raw_connection(): cursor.copy_* by name."""
+    _patch(sched)
+    import sqlalchemy
+
+    params = dict(item.split("=", 1) for item in dsn.split())
+    url = sqlalchemy.URL.create(
+        "postgresql+psycopg2",
+        username=params.get("user"),
+        host=params.get("host"),
+        port=int(params["port"]) if "port" in params else None,
+        database=params.get("dbname"),
+    )
+    engine = sqlalchemy.create_engine(url)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        out: dict[str, Any] = {"from": cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)}
+        sink = io.BytesIO()
+        out["to"] = cur.copy_to(sink, table)
+        raw.commit()
+        cur.execute(f"SELECT count(*) FROM {table}")
+        out["count"] = cur.fetchone()[0]
+        out["bytes"] = len(sink.getvalue())
+    finally:
+        raw.close()
+    engine.dispose()
     return out

@@ -191,7 +191,7 @@ def test_server_errors_mid_copy(scheduler: str, run_green: RunGreen, conn: Any, 
 def test_connection_closed_by_another_task(
     scheduler: str, run_green: RunGreen, conn: Any, table: str, direction: str
 ) -> None:
-    """A connection of psycopg2's own class (made before patching) closes under the COPY."""
+    """A connection of psycopg2's own class (not from psycopg2.connect()) closes under the COPY."""
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
         "FROM generate_series(1, 100000) g"
