@@ -9,6 +9,7 @@ only those two waits; every state, error and interruption path lives here.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections.abc import Callable
@@ -115,6 +116,11 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
                     _abandon(conn, wait_read, wait_write)
                     raise
                 state = poll()
+        except BaseException as exc:
+            if _connecting(conn):
+                _release(exc)
+                conn = poll = fileno = None  # type: ignore[assignment]
+            raise
         finally:
             del inflight[key]
 
@@ -224,6 +230,26 @@ def _abandon(conn: PollingConnection, wait_read: WaitFunc, wait_write: WaitFunc)
         _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout)
     except Exception:  # noqa: BLE001, S110 (the original exception is what propagates)
         pass
+
+
+def _release(exc: BaseException) -> None:
+    """Drop the references the traceback of ``exc`` holds, in this module, to a connection.
+
+    psycopg2 frees a connection that failed to connect when its last reference goes. Until
+    then its socket stays open, and the server keeps a backend waiting for the rest of the
+    startup (``authentication_timeout``, one minute by default). A caller that keeps the
+    exception (a log record, a task result) would keep it through the callback's frames.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals is _GLOBALS:
+            with contextlib.suppress(RuntimeError):  # still running: the callback, cleared above
+                frame.clear()
+        tb = tb.tb_next
+
+
+_GLOBALS = globals()
 
 
 def _choose(state: int, wait_read: WaitFunc, wait_write: WaitFunc) -> WaitFunc:

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""A TCP proxy on 127.0.0.1 that a test can freeze: a black-holed server, on demand.
+
+Run as its own (never monkey-patched) process: ``python -m tests.support.proxy HOST PORT``.
+It prints the port it listens on, then obeys commands on stdin, one per line, answering each
+on stdout:
+
+- ``freeze``: stop forwarding and accepting; every socket stays open, so clients (and cancel
+  requests, which connect to the same address) see a server that never answers;
+- ``thaw``: forward again, including what piled up meanwhile;
+- ``count``: the number of upstream connections open (a backend each, once started);
+- ``quit``.
+
+:class:`Proxy` starts and drives one from a test or scenario.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class Proxy:
+    """A running proxy process, driven through its stdin."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.proxy", host, str(port)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self._read())
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            message = "the proxy process ended"
+            raise RuntimeError(message)
+        return line.strip()
+
+    def _command(self, command: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def freeze(self) -> None:
+        self._command("freeze")
+
+    def thaw(self) -> None:
+        self._command("thaw")
+
+    def count(self) -> int:
+        return int(self._command("count"))
+
+    def close(self) -> None:
+        try:
+            self._command("quit")
+        except (OSError, RuntimeError):
+            pass
+        self.proc.wait(5)
+
+    def __enter__(self) -> Proxy:  # noqa: PYI034 (3.10 has no typing.Self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(target: tuple[str, int]) -> None:  # noqa: PLR0912 (one small event loop)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    listener.setblocking(False)
+    print(listener.getsockname()[1], flush=True)
+
+    sel = selectors.DefaultSelector()
+    peers: dict[socket.socket, socket.socket] = {}
+    upstreams: set[socket.socket] = set()
+    frozen = False
+
+    def close_pair(sock: socket.socket) -> None:
+        for s in (sock, peers.get(sock)):
+            if s is None:
+                continue
+            peers.pop(s, None)
+            upstreams.discard(s)
+            if not frozen:
+                sel.unregister(s)
+            s.close()
+
+    def watch(on: bool) -> None:
+        for s in [listener, *peers]:
+            if on:
+                sel.register(s, selectors.EVENT_READ, "accept" if s is listener else "data")
+            else:
+                sel.unregister(s)
+
+    def accept() -> bool:
+        try:
+            client, _ = listener.accept()
+        except BlockingIOError:
+            return False
+        client.setblocking(True)
+        upstream = socket.create_connection(target)
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sel.register(s, selectors.EVENT_READ, "data")
+        peers[client], peers[upstream] = upstream, client
+        upstreams.add(upstream)
+        return True
+
+    sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+    watch(True)
+    while True:
+        for key, _ in sel.select():
+            if key.data == "stdin":
+                command = sys.stdin.readline().strip()
+                if command in {"quit", ""}:
+                    return
+                if command == "freeze" and not frozen:
+                    frozen = True
+                    watch(False)
+                elif command == "thaw" and frozen:
+                    frozen = False
+                    watch(True)
+                    # take the connections made meanwhile now, so that a "count" after the
+                    # answer includes them
+                    while accept():
+                        pass
+                print(len(upstreams) if command == "count" else command, flush=True)
+            elif key.data == "accept":
+                accept()
+            else:
+                sock: Any = key.fileobj
+                if sock not in peers:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peers[sock].sendall(data)
+                except OSError:
+                    data = b""
+                if not data:
+                    close_pair(sock)
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    _serve((host, port))
+
+
+if __name__ == "__main__":
+    main()
