@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.extensions
 
 from psycogreen import core
-from tests.support.green import Scheduler, heartbeat
+from tests.support.green import Scheduler
 
 #: A name only the fake resolvers of these scenarios know.
 FAKE_NAME = "db.psycogreen.test"
@@ -99,6 +99,67 @@ def dead_hosts(sched: Scheduler) -> Iterator[DeadHosts]:
         hosts.close()
 
 
+_SCHEDSTAT = Path("/proc/self/schedstat")
+
+
+def _run_delay() -> float:
+    """Seconds this process's main thread has spent runnable but waiting for a CPU (Linux)."""
+    try:
+        return int(_SCHEDSTAT.read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class StallMeter:
+    """A heartbeat task that tells the hub's stalls from the machine's.
+
+    It ticks every ``interval`` s and records, per tick, how late it woke up. On a loaded
+    machine part of that is the kernel running other processes: Linux accounts that time as
+    the thread's run delay (``/proc/self/schedstat``), and the meter subtracts it. What is left
+    is the time the hub itself did not run the task: a blocking resolver or connect shows
+    there in full (the thread sleeps in a system call, which is not run delay).
+    """
+
+    def __init__(self, sched: Scheduler, interval: float = 0.01) -> None:
+        self.sched = sched
+        self.interval = interval
+        self.gaps: list[float] = []
+        self.stalls: list[float] = []
+        self.running = True
+        self.task = sched.spawn(self._run)
+
+    def _run(self) -> None:
+        last, delay = time.perf_counter(), _run_delay()
+        while self.running:
+            self.sched.sleep(self.interval)
+            now, now_delay = time.perf_counter(), _run_delay()
+            gap = now - last - self.interval
+            self.gaps.append(gap)
+            self.stalls.append(gap - (now_delay - delay))
+            last, delay = now, now_delay
+
+    def stop(self) -> None:
+        self.running = False
+        self.sched.join([self.task])
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "ticks": len(self.gaps),
+            "max_gap": max(self.gaps, default=0.0),
+            "max_stall": max(self.stalls, default=0.0),
+        }
+
+
+@contextlib.contextmanager
+def stall_meter(sched: Scheduler) -> Iterator[StallMeter]:
+    meter = StallMeter(sched)
+    sched.sleep(0.05)  # the meter is ticking before the measured code runs
+    try:
+        yield meter
+    finally:
+        meter.stop()
+
+
 def _backend_port(conn: Any) -> int:
     cur = conn.cursor()
     cur.execute("SELECT inet_server_port()")
@@ -124,13 +185,13 @@ def dead_first(
         else:  # the environment, as libpq reads it
             target = _dsn(params)
             os.environ.update(PGHOST=hosts, PGPORT=ports, PGCONNECT_TIMEOUT=str(connect_timeout))
-        measure = heartbeat(sched) if sched.name != "none" else contextlib.nullcontext()
-        with measure as hb:
+        measure = stall_meter(sched) if sched.name != "none" else contextlib.nullcontext()
+        with measure as meter:
             start = time.perf_counter()
             conn = psycopg2.connect(target, **kwargs)
             out["elapsed"] = time.perf_counter() - start
-        out["max_gap"] = max(hb.gaps, default=0.0) if hb is not None else None
-        out["ticks"] = len(hb.gaps) if hb is not None else None
+        if meter is not None:
+            out.update(meter.report())
         out["port"] = _backend_port(conn)
         out["server_port"] = int(port)
         conn.close()
@@ -185,17 +246,25 @@ def deadline(
 # --- resolvers made slow by the test -------------------------------------------------------------
 
 
-def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> None:
-    """Make the scheduler's resolver take ``delay`` s (sleeping green) and know ``names``."""
+def _slow_resolver(
+    sched: Scheduler, delay: float, names: dict[str, str], *, blocking: bool = False
+) -> None:
+    """Make the scheduler's resolver take ``delay`` s (sleeping green) and know ``names``.
+
+    ``blocking``: sleep the whole process instead, as a resolver that blocks would (the
+    measurement's negative control).
+    """
     if sched.name == "gevent":
         import gevent
+        from gevent.monkey import get_original
 
         hub = gevent.get_hub()
         real = hub.resolver
+        sleep = get_original("time", "sleep") if blocking else gevent.sleep
 
         class SlowResolver:
             def getaddrinfo(self, host: Any, port: Any, family: int = 0, *args: Any) -> Any:
-                gevent.sleep(delay)
+                sleep(delay)
                 if host in names:
                     return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port or 0))]
                 if host == "localhost":
@@ -208,7 +277,10 @@ def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> Non
         hub.resolver = SlowResolver()
     elif sched.name == "eventlet":
         import eventlet
+        from eventlet.patcher import original
         from eventlet.support import greendns
+
+        sleep = original("time").sleep if blocking else eventlet.sleep
 
         class Answer:
             def __init__(self, qname: str, addresses: list[str]) -> None:
@@ -216,7 +288,7 @@ def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> Non
                 self.rrset = [type("RR", (), {"address": a})() for a in addresses]
 
         def resolve(name: str, family: int = socket.AF_INET, *args: Any, **kwargs: Any) -> Any:
-            eventlet.sleep(delay / 2)  # eventlet asks for AAAA, then A
+            sleep(delay / 2)  # eventlet asks for AAAA, then A
             if name in names:
                 return Answer(name, [names[name]] if family == socket.AF_INET else [])
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -227,18 +299,19 @@ def _slow_resolver(sched: Scheduler, delay: float, names: dict[str, str]) -> Non
         raise RuntimeError(message)
 
 
-def slow_dns(sched: Scheduler, dsn: str, delay: float = 0.5) -> dict[str, Any]:
+def slow_dns(
+    sched: Scheduler, dsn: str, delay: float = 0.5, blocking: bool = False
+) -> dict[str, Any]:
     """Names resolved by a slow green resolver: the hub keeps ticking; libpq gets the name."""
     _patch(sched)
     host, port, params = _server(dsn)
-    _slow_resolver(sched, delay, {FAKE_NAME: host})
+    _slow_resolver(sched, delay, {FAKE_NAME: host}, blocking=blocking)
     out: dict[str, Any] = {}
-    with heartbeat(sched) as hb:
+    with stall_meter(sched) as meter:
         start = time.perf_counter()
         conn = psycopg2.connect(_dsn(params, host=FAKE_NAME, port=port))
         out["elapsed"] = time.perf_counter() - start
-    out["max_gap"] = max(hb.gaps, default=0.0)
-    out["ticks"] = len(hb.gaps)
+    out.update(meter.report())
     out["host"] = conn.info.host
     out["dsn_host"] = conn.get_dsn_parameters().get("host")
     out["hostaddr"] = conn.get_dsn_parameters().get("hostaddr")

@@ -18,7 +18,6 @@ imports no scheduler), and makes one single-address libpq connection per attempt
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 import re
@@ -122,6 +121,15 @@ class ConnectPlan:
     target_session_attrs: str | None = None
     load_balance: bool = False
     shuffle: Callable[[list[Any]], None] = field(default=random.shuffle, repr=False)
+    single: Attempt | None = field(init=False, default=None)
+    """The only attempt, when the DSN can go to libpq as it is (one host, nothing to resolve)."""
+
+    def __post_init__(self) -> None:
+        """Find out whether the DSN needs splitting at all."""
+        if len(self.slots) == 1 and self.target_session_attrs != "prefer-standby":
+            slot = self.slots[0]
+            if slot.hostaddr or not _needs_resolving(slot.host):
+                self.single = slot
 
 
 def connect_green(
@@ -202,7 +210,7 @@ def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
         return connect(dsn)
     limit = current_timeout()
     deadline = None if limit is None else time.monotonic() + limit
-    plan = plan_connect(dsn, os.environ, ext.libpq_version())
+    plan = _cached_plan(dsn, ext.libpq_version())
     if plan is None:
         # Unparsable DSN (psycopg2 reports it), or a service file psycogreen cannot read:
         # one libpq call, bounded by what is known of the limits.
@@ -212,6 +220,25 @@ def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
 
 
 # --- planning (no I/O but the service file) ------------------------------------------------------
+
+# Every environment variable a plan depends on: a plan is reused only for the same DSN and
+# the same values of these (a program connects with a handful of DSNs, again and again).
+_ENV_KEY = ("PGSERVICE", *(var for var, _ in _ENV.values()))
+_plans: dict[tuple[str, tuple[str | None, ...]], ConnectPlan] = {}
+
+
+def _cached_plan(dsn: str, libpq_version: int) -> ConnectPlan | None:
+    environ = os.environ
+    key = (dsn, tuple(map(environ.get, _ENV_KEY)))
+    plan = _plans.get(key)
+    if plan is None:
+        plan = plan_connect(dsn, environ, libpq_version)
+        # A service file may change between connects: a plan that read one is not kept.
+        if plan is not None and key[1][0] is None and "service" not in plan.params:
+            if len(_plans) >= 64:
+                _plans.clear()
+            _plans[key] = plan
+    return plan
 
 
 class _Opaque(Exception):  # noqa: N818 (private signal)
@@ -248,8 +275,10 @@ def _plan(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPl
         for key, value in _service_params(service, params, environ).items():
             effective.setdefault(key, value)
     for key, (var, since) in _ENV.items():
-        if key not in effective and libpq_version >= since and var in environ:
-            effective[key] = environ[var]
+        if key not in effective and libpq_version >= since:
+            from_env = environ.get(var)
+            if from_env is not None:
+                effective[key] = from_env
     slots = _expand(effective)
     if slots is None:
         raise _Opaque
@@ -426,6 +455,10 @@ class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)
 
 def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: float | None) -> C:
     failures = _Failures()
+    if plan.single is not None:
+        # One host that needs no resolving: the user's DSN, untouched, under the deadline.
+        conn = _try(connect, dsn, plan.single, _limit(plan.connect_timeout, deadline), failures)
+        return conn if conn is not None else failures.raise_()
     slots = list(plan.slots)
     if plan.load_balance:
         plan.shuffle(slots)  # libpq >= 16 shuffles the hosts, then each host's addresses
@@ -433,16 +466,10 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
     if plan.target_session_attrs == "prefer-standby":
         # libpq looks for a standby on every host first, then takes any server (PASS2).
         passes = ["standby", "any"]
-    simple = (
-        len(slots) == 1
-        and passes == [plan.target_session_attrs]
-        and (slots[0].hostaddr or not _needs_resolving(slots[0].host))
-    )
     for tsa in passes:
         for slot in slots:
             for attempt in _addresses(slot, plan, failures):
-                # A single host that needs no resolving: the user's DSN, untouched.
-                target = dsn if simple else _attempt_dsn(plan.params, attempt, tsa)
+                target = _attempt_dsn(plan.params, attempt, tsa)
                 seconds = _limit(plan.connect_timeout, deadline)
                 conn = _try(connect, target, attempt, seconds, failures)
                 if conn is not None:
@@ -500,11 +527,14 @@ def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterato
 def _needs_resolving(host: str) -> bool:
     if not host or _is_socket(host):
         return False
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return True
-    return False  # a numeric address: libpq's getaddrinfo() does not block on it
+    # A numeric address: libpq's getaddrinfo() does not block on it.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])  # "%": an IPv6 zone
+        except (OSError, ValueError):
+            continue
+        return False
+    return True
 
 
 def _is_socket(host: str) -> bool:
