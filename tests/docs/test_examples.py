@@ -176,7 +176,9 @@ def test_the_pages_have_runnable_examples() -> None:
 )
 def test_example_runs(block: Block, code: str, dsn: str, tmp_path: Path) -> None:
     script = PLACEHOLDER.sub(lambda _: repr(dsn), code)
-    path = tmp_path / (Path(block.page).stem + ".py")
+    # Not the page's bare name: the script's folder comes first on sys.path, and "copy.py"
+    # would shadow the standard library's copy module.
+    path = tmp_path / f"docs_example_{Path(block.page).stem}.py"
     path.write_text(script, encoding="utf-8")
     env = {**os.environ, **pg_environment(dsn)}
     if path_entries := os.environ.get("PYTHONPATH"):
