@@ -135,8 +135,9 @@ def pg_environment(dsn: str) -> dict[str, str]:
 def test_every_python_block_is_marked() -> None:
     unmarked = [b.where for b in python_blocks() if b.mark is None]
     assert not unmarked, (
-        "python blocks without <!-- runnable --> or <!-- not-runnable: why --> on the line "
-        f"before the fence: {', '.join(unmarked)}"
+        "python blocks without <!-- runnable -->, <!-- excerpt: path --> or "
+        f"<!-- not-runnable: why --> on the line before the fence: {', '.join(unmarked)} "
+        "(see tests/docs/test_examples.py)"
     )
 
 
