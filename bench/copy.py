@@ -3,17 +3,19 @@
 
     python bench/copy.py [--rows 1000000] [--rounds 5] [--dsn DSN] [--profile]
 
-Prints Markdown: for text and binary COPY TO (table -> BytesIO) and COPY FROM (bytes -> table),
-the median wall time of psycopg2's ``copy_expert`` with no wait callback (the baseline) and
-of ``copy_expert`` on a patched gevent or eventlet process (psycogreen's COPY), the ratio of
-each to the baseline, the worst stall of a 10 ms heartbeat during the green COPY, and the
-client CPU per row. ``--profile`` adds a cProfile of the green COPY TO, where per-row foreign
-calls are the cost.
+Prints a Markdown table: for text and binary COPY TO (table -> BytesIO) and COPY FROM
+(bytes -> table), the median wall time of psycopg2's own ``copy_expert`` with no wait callback
+(the baseline) and of psycogreen's cooperative COPY (``copy_expert`` in a patched process),
+their ratio, the worst stall of a 10 ms heartbeat greenlet during psycogreen's COPY, and the
+client CPU per row of each. ``--profile`` adds a cProfile of psycogreen's COPY TO, where the
+per-row foreign calls are the cost.
 
-Every measurement runs in a process of its own (one scheduler per process), the variants
-alternating within each round so that load from elsewhere hits them alike. The source table
-(int, md5 text, numeric: about 47 MB as text for 1M rows) is created once and kept;
-COPY FROM goes into a table truncated in the same transaction, then rolled back.
+One process per scheduler and format (gevent's and eventlet's monkey-patching cannot share a
+process) alternates the two COPYs round by round, each on a connection of its own making
+(psycopg2's own COPY expects libpq's blocking mode, in which a connection made without a wait
+callback is), so that load from elsewhere on the machine hits both alike. The source table
+(int, md5 text, numeric: about 47 MB as text for 1M rows) is created once and kept; COPY FROM
+goes into a table truncated in the same transaction, then rolled back.
 
 The DSN: ``--dsn``, else ``PSYCOGREEN_BENCH_DSN`` or ``PSYCOGREEN_TEST_DSN``, else a throwaway
 server from ``tests/support/postgres.py`` (needs the PostgreSQL server binaries).
@@ -57,11 +59,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = "psycogreen_bench_copy_src"
 DST = "psycogreen_bench_copy_dst"
 FORMATS = {"text": "", "binary": "(FORMAT binary)"}
-VARIANTS = ("blocking", "gevent", "eventlet")
 
 
 # ------------------------------------------------------------------------------------------
-# child: one variant, one format
+# child: one scheduler, one format
 
 
 class Heartbeat:
@@ -85,34 +86,40 @@ class Heartbeat:
         return max(self.gaps, default=0.0) * 1000
 
 
-def child(variant: str, fmt: str, dsn: str, profile: bool) -> dict[str, Any]:
+def child(variant: str, fmt: str, dsn: str, rounds: int, profile: bool) -> dict[str, Any]:
+    """``rounds`` pairs of COPY TO and FROM: psycopg2's own with no callback, psycogreen's."""
     import psycopg2
+    import psycopg2.extensions
 
     from psycogreen.core import copy_expert
 
     if variant == "gevent":
         import gevent
 
-        import psycogreen.gevent
+        import psycogreen.gevent as backend
 
-        psycogreen.gevent.patch_psycopg()
         sleep, spawn = gevent.sleep, gevent.spawn
-    elif variant == "eventlet":
+    else:
         import eventlet
 
-        import psycogreen.eventlet
+        import psycogreen.eventlet as backend
 
-        psycogreen.eventlet.patch_psycopg()
         sleep, spawn = eventlet.sleep, eventlet.spawn
-    else:
-        sleep = spawn = None
+    psycopg2.extensions.set_wait_callback(None)  # eventlet.monkey_patch() installs its own
+    # Each mode on a connection of its own making: psycopg2 puts a connection made under a
+    # wait callback in libpq's non-blocking mode, and its own COPY expects blocking mode.
+    blocking = psycopg2.connect(dsn)
+    backend.patch_psycopg()
+    green = psycopg2.connect(dsn)
     opts = FORMATS[fmt]
-    conn = psycopg2.connect(dsn)
-    cur = conn.cursor()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"blocking": [], "green": []}
 
-    def timed(name: str, sql: str, file: Any) -> None:
-        hb = Heartbeat(sleep, spawn) if spawn else None
+    def timed(mode: str, sql: str, file: Any, cur: Any) -> dict[str, Any]:
+        if mode == "blocking":
+            psycopg2.extensions.set_wait_callback(None)
+        else:
+            backend.patch_psycopg()
+        hb = Heartbeat(sleep, spawn) if mode == "green" else None
         wall, cpu = time.perf_counter(), time.process_time()
         if profile:
             import cProfile
@@ -123,22 +130,31 @@ def child(variant: str, fmt: str, dsn: str, profile: bool) -> dict[str, Any]:
             rows = prof.runcall(copy_expert, cur, sql, file)
             text = io.StringIO()
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(8)
-            out[f"{name}_profile"] = text.getvalue()
+            out.setdefault("profile", text.getvalue())  # the first: COPY TO
         else:
             rows = copy_expert(cur, sql, file)  # psycopg2's own when no callback is installed
-        out[f"{name}_wall"] = time.perf_counter() - wall
-        out[f"{name}_cpu"] = time.process_time() - cpu
-        out[f"{name}_gap_ms"] = hb.stop() if hb else None
-        out[f"{name}_rows"] = rows
+        return {
+            "wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu,
+            "gap_ms": hb.stop() if hb else None,
+            "rows": rows,
+        }
 
-    sink = io.BytesIO()
-    timed("to", f"COPY {SRC} TO STDOUT {opts}", sink)
-    data = sink.getvalue()
-    out["bytes"] = len(data)
-    cur.execute(f"TRUNCATE {DST}")
-    timed("from", f"COPY {DST} FROM STDIN {opts}", io.BytesIO(data))
-    conn.rollback()
-    conn.close()
+    for rnd in range(rounds):
+        modes = ("blocking", "green") if rnd % 2 == 0 else ("green", "blocking")
+        if profile:
+            modes = ("green",)
+        for mode in modes:
+            conn = blocking if mode == "blocking" else green
+            cur = conn.cursor()
+            sink = io.BytesIO()
+            result = {"to": timed(mode, f"COPY {SRC} TO STDOUT {opts}", sink, cur)}
+            data = sink.getvalue()
+            out["bytes"] = len(data)
+            cur.execute(f"TRUNCATE {DST}")
+            result["from"] = timed(mode, f"COPY {DST} FROM STDIN {opts}", io.BytesIO(data), cur)
+            conn.rollback()
+            out[mode].append(result)
     return out
 
 
@@ -190,18 +206,20 @@ def setup(dsn: str, rows: int) -> None:
     conn.close()
 
 
-def run_child(variant: str, fmt: str, dsn: str, *, profile: bool = False) -> dict[str, Any]:
+def run_child(
+    variant: str, fmt: str, dsn: str, rounds: int, *, profile: bool = False
+) -> dict[str, Any]:
     path = os.pathsep.join(
         [str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")]
         + [str(ROOT), os.environ.get("PYTHONPATH", "")]
     )
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, fmt, dsn, "1" if profile else "0"],
+        [sys.executable, __file__, "--child", variant, fmt, dsn, str(rounds), str(int(profile))],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "PYTHONPATH": path},
-        timeout=600,
+        timeout=1800,
     )
     if proc.returncode:
         raise RuntimeError(f"{variant} {fmt} failed:\n{proc.stderr[-3000:]}")
@@ -236,89 +254,70 @@ def main() -> None:
 
 def report(dsn: str, args: argparse.Namespace) -> None:
     import psycopg2
-    import psycopg2.extensions
 
     from psycogreen.core import _copy_libpq
 
     greens = [s for s in args.schedulers.split(",") if s]
-    variants = ["blocking", *greens]
     setup(dsn, args.rows)
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for rnd in range(args.rounds):
-        for fmt in FORMATS:
-            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
-            for variant in order:
-                results.setdefault((variant, fmt), []).append(run_child(variant, fmt, dsn))
+    results = {(g, fmt): run_child(g, fmt, dsn, args.rounds) for g in greens for fmt in FORMATS}
 
-    def med(variant: str, fmt: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[variant, fmt])
+    def med(green: str, fmt: str, mode: str, direction: str, key: str) -> float:
+        return statistics.median(r[direction][key] for r in results[green, fmt][mode])
 
-    def ratio(variant: str, fmt: str, key: str) -> float:
-        # Per round, against the baseline of the same round (measured moments apart): load
-        # from elsewhere on the machine drifts more between rounds than within one.
-        pairs = zip(results[variant, fmt], results["blocking", fmt], strict=True)
-        return statistics.median(green[key] / base[key] for green, base in pairs)
-
-    def worst(variant: str, fmt: str, key: str) -> float:
-        return max(r[key] for r in results[variant, fmt])
+    def ratio(green: str, fmt: str, direction: str) -> float:
+        # Per round, against the blocking COPY of the same round, moments apart: load from
+        # elsewhere on the machine drifts more between rounds than within one.
+        pairs = zip(results[green, fmt]["green"], results[green, fmt]["blocking"], strict=True)
+        return statistics.median(g[direction]["wall"] / b[direction]["wall"] for g, b in pairs)
 
     lib = _copy_libpq.load()
     conn = psycopg2.connect(dsn)
     server_version = conn.server_version
     conn.close()
-    print(f"## COPY, {args.rows:,} rows (int, text, numeric), median of {args.rounds} rounds\n")
-    print(
-        "Times are medians; a ratio is the median of the per-round ratios to psycopg2's own "
-        "blocking COPY; the worst gap is the longest a 10 ms heartbeat greenlet waited beyond "
-        "its 10 ms, over all rounds.\n"
-    )
+    size = results[greens[0], "text"]["bytes"]
+    print(f"## COPY, {args.rows:,} rows (int, text, numeric), {args.rounds} rounds\n")
     print(
         f"Python {sys.version.split()[0]}, psycopg2 {psycopg2.__version__.split()[0]}, libpq "
-        f"{lib.version}, server {server_version}; "
-        f"{results['blocking', 'text'][0]['bytes']:,} bytes as text.\n"
+        f"{lib.version}, server {server_version}; {size:,} bytes as text. Each scheduler's "
+        "process alternates psycopg2's own blocking COPY (no wait callback, a connection made "
+        "without one) and psycogreen's COPY (patched, a connection made patched). Times are "
+        "medians; a ratio is the median of the per-round ratios; the worst gap is the longest "
+        "a greenlet ticking every 10 ms waited beyond its 10 ms during psycogreen's COPY, over "
+        "all rounds (during a blocking COPY it waits for the whole COPY).\n"
     )
-    header = "| format | direction | psycopg2 blocking (s) |"
-    rule = "|---|---|---:|"
-    for green in greens:
-        header += f" {green} (s) | ratio | worst gap (ms) |"
-        rule += "---:|---:|---:|"
-    print(header)
-    print(rule)
+    print(
+        "| format | direction | scheduler | psycopg2 blocking (s) | psycogreen (s) | ratio "
+        "| worst gap (ms) | CPU/row blocking (µs) | CPU/row psycogreen (µs) |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for fmt in FORMATS:
         for direction, key in (("COPY TO", "to"), ("COPY FROM", "from")):
-            base = med("blocking", fmt, f"{key}_wall")
-            line = f"| {fmt} | {direction} | {base:.3f} |"
             for green in greens:
-                wall = med(green, fmt, f"{key}_wall")
-                gap = worst(green, fmt, f"{key}_gap_ms")
-                line += f" {wall:.3f} | {ratio(green, fmt, f'{key}_wall'):.2f}x | {gap:.0f} |"
-            print(line)
-    print("\nClient CPU per row (µs, median), where the difference comes from:\n")
-    header = "| format | direction | psycopg2 blocking |" + "".join(f" {g} |" for g in greens)
-    print(header)
-    print("|---|---|---:|" + "---:|" * len(greens))
-    for fmt in FORMATS:
-        for direction, key in (("COPY TO", "to"), ("COPY FROM", "from")):
-            rows = args.rows
-            line = (
-                f"| {fmt} | {direction} | {med('blocking', fmt, f'{key}_cpu') / rows * 1e6:.2f} |"
-            )
-            for green in greens:
-                line += f" {med(green, fmt, f'{key}_cpu') / rows * 1e6:.2f} |"
-            print(line)
+                base = med(green, fmt, "blocking", key, "wall")
+                wall = med(green, fmt, "green", key, "wall")
+                gap = max(r[key]["gap_ms"] for r in results[green, fmt]["green"])
+                cpu_base = med(green, fmt, "blocking", key, "cpu") / args.rows * 1e6
+                cpu = med(green, fmt, "green", key, "cpu") / args.rows * 1e6
+                print(
+                    f"| {fmt} | {direction} | {green} | {base:.3f} | {wall:.3f} "
+                    f"| {ratio(green, fmt, key):.2f}x | {gap:.0f} | {cpu_base:.2f} | {cpu:.2f} |"
+                )
     if args.profile and greens:
-        prof = run_child(greens[0], "text", dsn, profile=True)
-        print(f"\ncProfile of a {greens[0]} text COPY TO (profiling slows it down):\n")
+        prof = run_child(greens[0], "text", dsn, 1, profile=True)
+        print(
+            f"\ncProfile of psycogreen's text COPY TO under {greens[0]}, the libpq calls wrapped "
+            "in Python functions so that they show (profiling slows it down):\n"
+        )
         print("```")
-        lines = prof["to_profile"].strip().splitlines()
+        lines = prof["profile"].strip().splitlines()
         print("\n".join(line.rstrip() for line in lines if line.strip()))
         print("```")
 
 
 if __name__ == "__main__":
     if CHILD:
-        _, _, variant, fmt, dsn, profile = sys.argv
-        print(json.dumps(child(variant, fmt, dsn, profile == "1")))
+        _, _, variant, fmt, dsn, rounds, profile = sys.argv
+        print(json.dumps(child(variant, fmt, dsn, int(rounds), profile == "1")))
     else:
         sys.path.insert(0, str(ROOT / "packages" / "core" / "src"))
         main()
