@@ -487,3 +487,27 @@ def unpatched(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str,
         else:
             error = None
     return {"elapsed": time.perf_counter() - start, "error": error}
+
+
+def pgpass(sched: Scheduler, dsn: str, server: str, path: str) -> dict[str, Any]:
+    """Log in with a password from a password file, the host given by a name."""
+    _patch(sched)
+    host, port, _ = _server(server)
+    _slow_resolver(sched, 0.0, {FAKE_NAME: host})
+    target = _dsn({}, host=FAKE_NAME, port=port, user="pgpass_user", dbname="postgres")
+    password_file = Path(path)
+    os.environ["PGPASSFILE"] = path
+    out: dict[str, Any] = {}
+    password_file.write_text(f"{FAKE_NAME}:{port}:*:pgpass_user:pgpass-secret\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    conn = psycopg2.connect(target)
+    cur = conn.cursor()
+    cur.execute("SELECT current_user")
+    out["by_name"] = cur.fetchone()[0]
+    conn.close()
+    password_file.write_text(f"{host}:{port}:*:pgpass_user:pgpass-secret\n", encoding="utf-8")
+    try:
+        psycopg2.connect(target).close()
+    except psycopg2.OperationalError as exc:
+        out["by_address_entry"] = str(exc)
+    return out

@@ -9,10 +9,17 @@ makes on 127.0.0.1.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import psycopg2
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support.env import missing
+from tests.support.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.postgres
 
@@ -132,3 +139,43 @@ def test_no_fd_leak_after_1000_failed_connects(scheduler: str, run_green: RunGre
     assert out["failed"] == 1000, out
     assert all("timeout expired" in t for t in out["timeouts"]), out
     assert out["after"] == out["before"], out
+
+
+@pytest.fixture(scope="module")
+def password_server() -> Iterator[str]:
+    """A throwaway server that asks ``pgpass_user`` for a password (scram-sha-256) over TCP."""
+    folder = Path(tempfile.mkdtemp(prefix="psycogreen-hba-"))
+    folder.chmod(0o755)  # the server may run as another user
+    hba = folder / "pg_hba.conf"
+    hba.write_text(
+        "local all all trust\n"
+        "host all postgres 127.0.0.1/32 trust\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n",
+        encoding="utf-8",
+    )
+    hba.chmod(0o644)
+    server = ThrowawayPostgres(max_connections=20, settings={"hba_file": str(hba)})
+    try:
+        server.start()
+    except Exception as exc:
+        missing(f"no PostgreSQL server: {exc}")
+    try:
+        with psycopg2.connect(server.dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE ROLE pgpass_user LOGIN PASSWORD 'pgpass-secret'")
+        conn.close()
+        yield server.dsn
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_pgpass_matched_against_the_host_name(
+    scheduler: str, run_green: RunGreen, password_server: str, tmp_path: Path
+) -> None:
+    """The name resolved by the scheduler's resolver is what libpq matches .pgpass against."""
+    out = run_green(
+        scheduler, "scenarios_connect:pgpass", server=password_server, path=str(tmp_path / "pgpass")
+    )
+    assert out["by_name"] == "pgpass_user", out
+    # an entry for the address does not match: libpq looks the host name up, as without psycogreen
+    assert "password" in out["by_address_entry"], out
