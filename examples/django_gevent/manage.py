@@ -7,13 +7,12 @@ psycopg2 inside ``patch_all()``. Under gunicorn's gevent worker this file is not
 
 from __future__ import annotations
 
-import os
-import sys
+from gevent import monkey
 
-if os.environ.get("RECIPE_GEVENT", "1") == "1":
-    from gevent import monkey
+monkey.patch_all()
 
-    monkey.patch_all()
+import os  # noqa: E402 (after monkey-patching, on purpose)
+import sys  # noqa: E402
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recipe.settings")

@@ -9,6 +9,7 @@ greenlet.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -92,3 +93,25 @@ def test_conn_max_age_keeps_a_connection_per_finished_greenlet(
     pids_two = {body["backend_pid"] for _, body in two}
     assert len(pids_one) == len(pids_two) == 20
     assert not pids_one & pids_two
+
+
+def test_manage_py_patches_for_commands(recipe_env: dict[str, str]) -> None:
+    # A management command runs in a process manage.py monkey-patched first: psycopg2 is green
+    # there too (psycogreen-gevent's plugin), and Django's connection works.
+    require("django")
+    require("gevent")
+    code = (
+        "import psycogreen.core; from django.db import connection; cur = connection.cursor(); "
+        "cur.execute('SELECT 1'); print(psycogreen.core.current_scheduler(), cur.fetchone()[0])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=APP,
+        env=recipe_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "gevent 1"
