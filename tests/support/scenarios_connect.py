@@ -511,3 +511,21 @@ def pgpass(sched: Scheduler, dsn: str, server: str, path: str) -> dict[str, Any]
     except psycopg2.OperationalError as exc:
         out["by_address_entry"] = str(exc)
     return out
+
+
+def verify_full(sched: Scheduler, dsn: str, server: str, ca: str) -> dict[str, Any]:
+    """sslmode=verify-full after green resolution: the certificate is checked against the name."""
+    _patch(sched)
+    host, port, params = _server(server)
+    _slow_resolver(sched, 0.0, {FAKE_NAME: host, "other.psycogreen.test": host})
+    tls = {"sslmode": "verify-full", "sslrootcert": ca, "port": port}
+    out: dict[str, Any] = {}
+    conn = psycopg2.connect(_dsn(params, host=FAKE_NAME, **tls))
+    out["ssl_in_use"] = conn.info.ssl_in_use
+    out["host"] = conn.info.host
+    conn.close()
+    try:
+        psycopg2.connect(_dsn(params, host="other.psycogreen.test", **tls)).close()
+    except psycopg2.OperationalError as exc:
+        out["other_name"] = str(exc)
+    return out

@@ -9,7 +9,10 @@ makes on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +182,100 @@ def test_pgpass_matched_against_the_host_name(
     assert out["by_name"] == "pgpass_user", out
     # an entry for the address does not match: libpq looks the host name up, as without psycogreen
     assert "password" in out["by_address_entry"], out
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[tuple[str, str]]:
+    """A throwaway server with TLS, its certificate issued to db.psycogreen.test only."""
+    if shutil.which("openssl") is None:
+        missing("no openssl command to make the test certificates")
+    folder = Path(tempfile.mkdtemp(prefix="psycogreen-tls-"))
+    folder.chmod(0o755)  # the server may run as another user
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=psycogreen test CA",
+        cwd=folder,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=db.psycogreen.test",
+        cwd=folder,
+    )
+    (folder / "san.ext").write_text("subjectAltName=DNS:db.psycogreen.test\n", encoding="utf-8")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=folder,
+    )
+    key = folder / "server.key"
+    key.chmod(0o600)  # the server refuses a key others can read
+    if os.geteuid() == 0:  # the server runs as postgres (see ThrowawayPostgres)
+        for user in ("postgres", "nobody"):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                continue
+            shutil.chown(key, user=user)
+            break
+    settings = {
+        "ssl": "on",
+        "ssl_cert_file": str(folder / "server.crt"),
+        "ssl_key_file": str(key),
+    }
+    server = ThrowawayPostgres(max_connections=20, settings=settings)
+    try:
+        server.start()
+    except Exception as exc:
+        missing(f"no PostgreSQL server: {exc}")
+    try:
+        yield server.dsn, str(folder / "ca.crt")
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_verify_full_checks_the_name_not_the_address(
+    scheduler: str, run_green: RunGreen, tls_server: tuple[str, str]
+) -> None:
+    server, ca = tls_server
+    out = run_green(scheduler, "scenarios_connect:verify_full", server=server, ca=ca)
+    assert out["ssl_in_use"] is True, out
+    assert out["host"] == "db.psycogreen.test", out
+    # the same address under another name: libpq checks the certificate against that name
+    assert 'does not match host name "other.psycogreen.test"' in out["other_name"], out
