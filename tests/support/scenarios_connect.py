@@ -529,3 +529,23 @@ def verify_full(sched: Scheduler, dsn: str, server: str, ca: str) -> dict[str, A
     except psycopg2.OperationalError as exc:
         out["other_name"] = str(exc)
     return out
+
+
+def session_attrs(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """target_session_attrs against a primary, behind a dead host."""
+    _patch(sched)
+    host, port, params = _server(dsn)
+    out: dict[str, Any] = {}
+    with dead_hosts(sched) as dead:
+        hosts = {"host": f"127.0.0.1,{host}", "port": f"{dead.closed},{port}"}
+        for attrs in ("read-write", "primary", "prefer-standby", "any"):
+            conn = psycopg2.connect(_dsn(params, target_session_attrs=attrs, **hosts))
+            out[attrs] = _backend_port(conn) == int(port)
+            conn.close()
+        for attrs in ("standby", "read-only"):
+            try:
+                psycopg2.connect(_dsn(params, target_session_attrs=attrs, **hosts))
+            except psycopg2.OperationalError as exc:
+                out[attrs] = str(exc)
+    out["ports"] = [dead.closed, int(port)]
+    return out

@@ -279,3 +279,17 @@ def test_verify_full_checks_the_name_not_the_address(
     assert out["host"] == "db.psycogreen.test", out
     # the same address under another name: libpq checks the certificate against that name
     assert 'does not match host name "other.psycogreen.test"' in out["other_name"], out
+
+
+def test_target_session_attrs(scheduler: str, run_green: RunGreen) -> None:
+    out = run_green(scheduler, "scenarios_connect:session_attrs")
+    closed, port = out["ports"]
+    assert out["read-write"] is out["primary"] is out["prefer-standby"] is out["any"] is True, out
+    assert out["standby"].splitlines() == [
+        f'connection to server at "127.0.0.1", port {closed} failed: Connection refused',
+        "\tIs the server running on that host and accepting TCP/IP connections?",
+        f'connection to server at "127.0.0.1", port {port} failed: server is not in hot standby mode',
+    ], out
+    assert out["read-only"].splitlines()[-1] == (
+        f'connection to server at "127.0.0.1", port {port} failed: session is not read-only'
+    ), out
