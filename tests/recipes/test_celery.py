@@ -75,9 +75,9 @@ def test_pool_runs_100_queries_at_once(
     # blocked hub would add 100 x 0.2 s = 20 s. Connecting 100 times costs some CPU too.
     assert measured["finished"] - baseline["finished"] <= 1.0, out
     # The recipe's promise, the whole burst within a second of sending, holds when Celery itself
-    # moves 100 tasks in half a second; on a machine so loaded that it does not, the line above
+    # moves 100 tasks within 0.6 s; on a machine so loaded that it does not, the line above
     # is what is left to check.
-    if baseline["finished"] <= 0.5:
+    if baseline["finished"] <= 0.6:
         assert measured["finished"] <= 1.0, (measured["finished"], baseline["finished"])
 
 
