@@ -580,7 +580,7 @@ DOCS_HEAD = """# Benchmarks
 Run them with one command from a fresh clone (it starts its own throwaway PostgreSQL, fetches
 psycogreen 1.0.2 once into `bench/.cache` and loads it under another name):
 
-    hatch run bench:run            # the full suite, about 30 minutes
+    hatch run bench:run            # the full suite, 20-30 minutes
     hatch run bench:run --quick    # a smoke run of a few minutes
     hatch run bench:run --sections perwait throughput --rounds 5
 
