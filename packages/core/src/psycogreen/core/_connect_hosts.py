@@ -65,9 +65,9 @@ _INT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z")
 _TIMED_OUT = "connection attempt timed out"
 _INTERRUPTED = "connection attempt interrupted"
 # libpq's messages about the options themselves, raised before any host is tried, or naming
-# the host already. Every other failure of a green connect lacks the host: libpq emits
-# "connection to server at ..." only for the second and later addresses of an asynchronous
-# connect (measured with libpq 15 and 17), and each attempt here is a first address.
+# the host already. Other failures of a green connect to a TCP address lack the host: libpq
+# 17 drops the "connection to server at ..." of the first address of an asynchronous connect
+# (measured; unix sockets keep theirs), and each attempt here is a first address.
 _PER_HOST = ("connection to server", "could not translate host name")
 _UNPREFIXED = (
     "connection to server",
