@@ -318,6 +318,9 @@ def interrupted(  # noqa: PLR0917
             elif how == "psycogreen":
                 with core.timeout(0.3):
                     run()
+            elif how == "set_timeout":
+                core.set_timeout(conn, 0.3)
+                run()
             else:
                 run()
         except sched.Timeout:

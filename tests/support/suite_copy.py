@@ -125,7 +125,7 @@ def test_transactions_behave_as_psycopg2s_own_copy(
 
 
 @pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "transaction"])
-@pytest.mark.parametrize("how", ["timeout", "kill", "psycogreen"])
+@pytest.mark.parametrize("how", ["timeout", "kill", "psycogreen", "set_timeout"])
 def test_interrupted_copy_from_stops_on_the_server(  # noqa: PLR0917
     scheduler: str, run_green: RunGreen, conn: Any, table: str, how: str, autocommit: bool
 ) -> None:
@@ -133,7 +133,12 @@ def test_interrupted_copy_from_stops_on_the_server(  # noqa: PLR0917
     out = run_green(
         scheduler, S + "interrupted", table=table, direction="from", how=how, autocommit=autocommit
     )
-    expected = {"timeout": "Timeout", "kill": "GreenletExit", "psycogreen": "QueryCanceled:57014"}
+    expected = {
+        "timeout": "Timeout",
+        "kill": "GreenletExit",
+        "psycogreen": "QueryCanceled:57014",
+        "set_timeout": "QueryCanceled:57014",
+    }
     assert out["result"] == expected[how], out
     assert out["elapsed"] < 1.0, out  # interrupted at 0.3 s
     assert out["source_reads"] > 100, out  # it was mid-COPY
@@ -145,7 +150,7 @@ def test_interrupted_copy_from_stops_on_the_server(  # noqa: PLR0917
     assert out["rows_committed"] == 0
 
 
-@pytest.mark.parametrize("how", ["timeout", "kill", "psycogreen"])
+@pytest.mark.parametrize("how", ["timeout", "kill", "psycogreen", "set_timeout"])
 def test_interrupted_copy_to_stops_on_the_server(
     scheduler: str, run_green: RunGreen, conn: Any, table: str, how: str
 ) -> None:
@@ -155,7 +160,12 @@ def test_interrupted_copy_to_stops_on_the_server(
     out = run_green(
         scheduler, S + "interrupted", table=table, direction="to", how=how, autocommit=False
     )
-    expected = {"timeout": "Timeout", "kill": "GreenletExit", "psycogreen": "QueryCanceled:57014"}
+    expected = {
+        "timeout": "Timeout",
+        "kill": "GreenletExit",
+        "psycogreen": "QueryCanceled:57014",
+        "set_timeout": "QueryCanceled:57014",
+    }
     assert out["result"] == expected[how], out
     assert out["elapsed"] < 1.0, out
     assert out["sink_writes"] > 10, out
