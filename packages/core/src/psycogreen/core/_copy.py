@@ -349,10 +349,11 @@ def _waits() -> tuple[WaitFunc, WaitFunc]:
     scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
     if scheduler == "uwsgi":
         message = (
-            "COPY cannot run cooperatively under uWSGI: its async mode is not supported for "
-            "COPY, since nothing proves that a COPY's waits there let the worker's other "
-            "requests run, and a COPY that did not would stall all of them for its whole "
-            "duration. Run the COPY in a gevent or eventlet worker, a mule or another process"
+            "COPY cannot run cooperatively under uWSGI: a fast COPY never waits for its "
+            "socket, so it must hand control to the worker's other requests every few "
+            "milliseconds, and uWSGI's async API has no way to do that (its timers count whole "
+            "seconds; a wait with no time left returns without suspending the request). "
+            "Run the COPY in a gevent or eventlet worker, a mule or another process"
         )
         raise CopyUnavailableError(message)
     waits = _registry.waits_for(scheduler)
