@@ -442,7 +442,6 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     if blocking and lib.PQsetnonblocking(ptr, 1) != 0:  # a connection made before patching
         message = (lib.PQerrorMessage(ptr) or b"").decode(errors="replace")
         raise psycopg2.OperationalError(message)
-    copy = _Copy(conn, lib, ptr, wait_read, wait_write, timeout)
     # Mark the connection in use, as the wait callback does for psycopg2's own operations:
     # the guarded connections (psycopg2.connect() once patched) then refuse another task's
     # statement, commit() or close() with ConnectionBusyError while the COPY runs, instead of
@@ -450,12 +449,15 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     inflight: dict[int, object] | None = getattr(_poll, "inflight", None)
     if inflight is not None:
         inflight[id(conn)] = _poll.current_task()
+    copy = None
     try:
+        copy = _Copy(conn, lib, ptr, wait_read, wait_write, timeout)
         return copy.run(sql, file, size)
     finally:
         if inflight is not None:
             inflight.pop(id(conn), None)
-        os.close(copy.fd)
+        if copy is not None:
+            os.close(copy.fd)
         if blocking and conn.pgconn_ptr == ptr and not conn.closed:
             lib.PQsetnonblocking(ptr, 0)
 
