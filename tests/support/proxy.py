@@ -8,6 +8,8 @@ on stdout:
 - ``freeze``: stop forwarding and accepting; every socket stays open, so clients (and cancel
   requests, which connect to the same address) see a server that never answers;
 - ``thaw``: forward again, including what piled up meanwhile;
+- ``thaw-after SECONDS``: thaw then, by itself (for a client that cannot send ``thaw``: one
+  blocked with the GIL held, in psycopg2's ``conn.cancel()``);
 - ``count``: the number of upstream connections open (a backend each, once started);
 - ``quit``.
 
@@ -20,6 +22,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,9 @@ class Proxy:
 
     def thaw(self) -> None:
         self._command("thaw")
+
+    def thaw_after(self, seconds: float) -> None:
+        self._command(f"thaw-after {seconds}")
 
     def count(self) -> int:
         return int(self._command("count"))
@@ -122,22 +128,37 @@ def _serve(target: tuple[str, int]) -> None:  # noqa: PLR0912 (one small event l
 
     sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
     watch(True)
+
+    def thaw() -> None:
+        nonlocal frozen
+        frozen = False
+        watch(True)
+        # take the connections made meanwhile now, so that a "count" after the answer
+        # includes them
+        while accept():
+            pass
+
+    thaw_at: float | None = None
     while True:
-        for key, _ in sel.select():
+        wait = None if thaw_at is None else max(0.0, thaw_at - time.monotonic())
+        events = sel.select(wait)
+        if thaw_at is not None and time.monotonic() >= thaw_at:
+            thaw_at = None
+            if frozen:
+                thaw()
+            continue
+        for key, _ in events:
             if key.data == "stdin":
-                command = sys.stdin.readline().strip()
+                command, _, argument = sys.stdin.readline().strip().partition(" ")
                 if command in {"quit", ""}:
                     return
                 if command == "freeze" and not frozen:
                     frozen = True
                     watch(False)
                 elif command == "thaw" and frozen:
-                    frozen = False
-                    watch(True)
-                    # take the connections made meanwhile now, so that a "count" after the
-                    # answer includes them
-                    while accept():
-                        pass
+                    thaw()
+                elif command == "thaw-after":
+                    thaw_at = time.monotonic() + float(argument)
                 print(len(upstreams) if command == "count" else command, flush=True)
             elif key.data == "accept":
                 accept()
