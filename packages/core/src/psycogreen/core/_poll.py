@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import weakref
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -82,17 +81,17 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
     .. versionadded:: 1.0
     """
 
-    def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:
+    def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:  # noqa: C901, PLR0912 (the hot path, one frame)
         try:
             poll = conn.poll
             fileno = conn.fileno
         except AttributeError:
             _not_a_connection(conn)
+        key = id(conn)
         if timeout is None:
             timeout = block_timeout()
             if timeout == UNSET:  # no timeout() block: the connection's own limit, if any
-                timeout = _connection_timeout(conn) if connection_timeouts else None
-        key = id(conn)
+                timeout = connection_timeouts.get(key) if connection_timeouts else None
         inflight[key] = current_task()
         try:
             if timeout is not None:
@@ -128,10 +127,6 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
     wait_callback.__module__ = module
     wait_callback.__doc__ = _CALLBACK_DOC
     return wait_callback
-
-
-def _connection_timeout(conn: object) -> float | None:
-    return connection_timeouts.get(weakref.ref(conn))
 
 
 _CALLBACK_DOC = """Wait for a psycopg2 connection without blocking the scheduler.

@@ -42,14 +42,17 @@ def current_timeout() -> float | None:
     return None if value == UNSET else value
 
 
-#: Per-connection limits (:func:`set_timeout`), keyed by weak reference (weak references
-#: hash and compare as their referents): a forgotten connection does not stay alive for its
-#: setting. A plain dict, so that the wait callback's "is any set?" check costs no call.
-connection_timeouts: dict[weakref.ref[object], float] = {}
+#: Per-connection limits (:func:`set_timeout`), keyed by ``id(conn)``: the wait callback's
+#: lookup is one dict access, and its "is any set?" check costs no call. An entry goes with its
+#: connection (a weakref finalizer runs before the id can be reused): a forgotten connection
+#: neither stays alive for its setting nor passes it on.
+connection_timeouts: dict[int, float] = {}
+_finalizers: dict[int, weakref.finalize[[int], object]] = {}
 
 
-def _forget(ref: weakref.ref[object]) -> None:
-    connection_timeouts.pop(ref, None)
+def _forget(key: int) -> None:
+    connection_timeouts.pop(key, None)
+    _finalizers.pop(key, None)
 
 
 def _check(seconds: float | None) -> None:
@@ -98,10 +101,15 @@ def set_timeout(conn: object, seconds: float | None) -> None:
     .. versionadded:: 1.0
     """
     _check(seconds)
+    key = id(conn)
     if seconds is None:
-        connection_timeouts.pop(weakref.ref(conn), None)
-    else:
-        connection_timeouts[weakref.ref(conn, _forget)] = float(seconds)
+        finalizer = _finalizers.get(key)
+        if finalizer is not None:
+            finalizer()  # detaches it and forgets the entry
+        return
+    if key not in _finalizers:
+        _finalizers[key] = weakref.finalize(conn, _forget, key)
+    connection_timeouts[key] = float(seconds)
 
 
 def get_timeout(conn: object) -> float | None:
@@ -109,4 +117,4 @@ def get_timeout(conn: object) -> float | None:
 
     .. versionadded:: 1.0
     """
-    return connection_timeouts.get(weakref.ref(conn))
+    return connection_timeouts.get(id(conn))
