@@ -41,7 +41,6 @@ import functools
 import io
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -395,11 +394,9 @@ def _copy_timeout(conn: object) -> float | None:
     callback = psycopg2.extensions.get_wait_callback()
     if isinstance(callback, functools.partial) and callback.keywords.get("timeout") is not None:
         return float(callback.keywords["timeout"])
-    per_connection = getattr(_timeout, "connection_timeouts", None)
-    if per_connection:
-        value = per_connection.get(weakref.ref(conn))
-        return None if value is None else float(value)
-    return None
+    get_timeout = getattr(_timeout, "get_timeout", None)
+    value = get_timeout(conn) if get_timeout is not None else None
+    return None if value is None else float(value)
 
 
 def _lib() -> _copy_libpq.CopyLibPQ:
