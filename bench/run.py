@@ -365,13 +365,13 @@ def targets(results: dict[str, Any]) -> list[str]:
         )
     for backend in ("gevent", "eventlet"):
         values = metric("concurrency", backend, "ratio", clients=500)
-        legacy = metric("concurrency", LEGACY[backend], "ratio", clients=500)
+        old = metric("concurrency", LEGACY[backend], "ratio", clients=500)
         med = statistics.median(values) if values else None
         rows.append(
             (
                 f"500 × 20 × pg_sleep(0.05), {backend}, wall / ideal",
                 "≤ 1.04",
-                f"{_spread(values, '{:.3f}')} (1.0.2: {_spread(legacy, '{:.3f}')})",
+                f"{_spread(values, '{:.3f}')} (1.0.2: {_spread(old, '{:.3f}')})",
                 None if med is None else med <= 1.04,
             )
         )
@@ -388,13 +388,13 @@ def targets(results: dict[str, Any]) -> list[str]:
         )
     for backend in ("gevent", "eventlet"):
         values = metric("fairness", backend, "max_gap_ms")
-        legacy = metric("fairness", LEGACY[backend], "max_gap_ms")
+        old = metric("fairness", LEGACY[backend], "max_gap_ms")
         med = statistics.median(values) if values else None
         rows.append(
             (
                 f"heartbeat max gap, 100 long queries, {backend}",
                 "≤ 15 ms",
-                f"{_spread(values, '{:.1f}')} ms (1.0.2: {_spread(legacy, '{:.1f}')} ms)",
+                f"{_spread(values, '{:.1f}')} ms (1.0.2: {_spread(old, '{:.1f}')} ms)",
                 None if med is None else med <= 15,
             )
         )
@@ -420,9 +420,9 @@ def targets(results: dict[str, Any]) -> list[str]:
             )
         )
     lines = ["| target | bound | measured (median [min–max]) | met |", "|---|---|---|---|"]
-    for name, bound, text, met in rows:
+    for name, limit, text, met in rows:
         mark = "–" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {name} | {bound} | {text} | {mark} |")
+        lines.append(f"| {name} | {limit} | {text} | {mark} |")
     return lines
 
 

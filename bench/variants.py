@@ -616,7 +616,8 @@ def asyncpg_section(section: str, p: dict[str, Any]) -> dict[str, Any]:
     }
     if section not in table:
         raise SystemExit(f"asyncpg-uvloop: no section {section!r}")
-    return uvloop.run(table[section]())  # type: ignore[no-any-return]
+    result: dict[str, Any] = uvloop.run(table[section]())
+    return result
 
 
 # -- pgbench -----------------------------------------------------------------------------------
