@@ -597,6 +597,11 @@ def misuse(
 
 
 def _django_connection(dsn: str) -> Callable[[], Any]:
+    import sys
+
+    # Django prefers psycopg 3 when it is importable (the test environment has it): make it
+    # take psycopg2, the driver under test.
+    sys.modules["psycopg"] = None  # type: ignore[assignment]
     import django
     from django.conf import settings
 
