@@ -688,3 +688,63 @@ def sqlalchemy_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         raw.close()
     engine.dispose()
     return out
+
+
+def unreachable(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[str, Any]:
+    """The server stops answering mid-COPY, then a Timeout: the connection ends closed."""
+    from tests.support.proxy import Proxy
+
+    _patch(sched)
+    core.set_cancel_timeout(0.5)
+    params = dict(item.split("=", 1) for item in dsn.split())
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    wcur = watcher.cursor()
+    out: dict[str, Any] = {}
+    with Proxy(params.get("host", "127.0.0.1"), int(params.get("port", "5432"))) as proxy:
+        proxied = " ".join(
+            f"{k}={v}" for k, v in {**params, "host": "127.0.0.1", "port": proxy.port}.items()
+        )
+        conn = psycopg2.connect(proxied, cursor_factory=Cursor)
+        conn.autocommit = True
+        pid = conn.get_backend_pid()
+        cur = conn.cursor()
+        if direction == "from":
+            source = GeneratorSource(_rows(10_000_000))
+
+            def run() -> Any:
+                return cur.copy_from(source, table)
+
+        else:
+            # rows trickle for 5 s: the COPY is waiting on the network when the server stops
+            query = "COPY (SELECT g, pg_sleep(0.001) FROM generate_series(1, 5000) g) TO STDOUT"
+
+            def run() -> Any:
+                return cur.copy_expert(query, io.BytesIO())
+
+        def victim() -> str:
+            try:
+                with sched.timeout(0.6):
+                    run()
+            except sched.Timeout:
+                return "Timeout"
+            return "finished"
+
+        start = time.perf_counter()
+        task = sched.spawn(victim)
+        sched.sleep(0.2)
+        proxy.freeze()
+        result = sched.join([task])[0]
+        out["elapsed"] = time.perf_counter() - start
+        out["result"] = type(result).__name__ if isinstance(result, BaseException) else result
+        out["closed"] = conn.closed
+        proxy.thaw()
+        out["server_state"] = _state(watcher, pid)
+        deadline = time.perf_counter() + 5
+        while out["server_state"] != "gone" and time.perf_counter() < deadline:
+            time.sleep(0.05)
+            out["server_state"] = _state(watcher, pid)
+    if direction == "from":
+        wcur.execute(f"SELECT count(*) FROM {table}")
+        out["rows_committed"] = wcur.fetchone()[0]
+    return out

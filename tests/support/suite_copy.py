@@ -285,3 +285,24 @@ def test_without_callback_and_connections_made_before_patching(
     assert out["green_from"] == 100
     assert out["nonblocking_after"] == 0
     assert out["count"] == 200
+
+
+@pytest.mark.parametrize("direction", ["from", "to"])
+def test_unreachable_server_ends_with_the_connection_closed(
+    scheduler: str, run_green: RunGreen, conn: Any, table: str, direction: str
+) -> None:
+    """The server stops answering mid-COPY: after the Timeout, the COPY cannot be stopped on
+    the server within the cancel timeout (0.5 s here), so the connection is closed."""
+    conn.cursor().execute(
+        f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
+        "FROM generate_series(1, 100000) g"
+    )
+    if direction == "from":
+        conn.cursor().execute(f"TRUNCATE {table}")
+    out = run_green(scheduler, S + "unreachable", table=table, direction=direction)
+    assert out["result"] == "Timeout", out
+    assert out["closed"] != 0, out
+    assert out["elapsed"] < 2.5, out  # Timeout at 0.6 s, then at most 0.5 s (and a slice)
+    assert out["server_state"] == "gone", out
+    if direction == "from":
+        assert out["rows_committed"] == 0
