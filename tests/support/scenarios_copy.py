@@ -748,3 +748,31 @@ def unreachable(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[
         wcur.execute(f"SELECT count(*) FROM {table}")
         out["rows_committed"] = wcur.fetchone()[0]
     return out
+
+
+def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
+    """Core's scheduler-free callback: COPY works; Ctrl-C stops it on the server."""
+    import os
+    import signal
+    import threading
+
+    core.patch_psycopg("blocking")
+    conn = _connect(dsn, autocommit=True)
+    cur = conn.cursor()
+    out: dict[str, Any] = {"from": cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)}
+    sink = io.BytesIO()
+    out["to"] = cur.copy_to(sink, table)
+    out["bytes"] = len(sink.getvalue())
+    cur.execute(f"TRUNCATE {table}")
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    try:
+        cur.copy_from(GeneratorSource(_rows(10_000_000)), table)
+    except KeyboardInterrupt:
+        out["interrupted"] = "KeyboardInterrupt"
+    out["elapsed"] = time.perf_counter() - start
+    out["closed"] = conn.closed
+    cur.execute(f"SELECT count(*) FROM {table}")
+    out["rows_committed"] = cur.fetchone()[0]
+    return out

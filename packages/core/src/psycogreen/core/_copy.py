@@ -26,11 +26,11 @@ connection is re-checked: a ``close()`` from another task frees the ``PGconn`` (
 free would crash the process) and closes the socket without waking the waiter.
 
 An interruption (the scheduler's timeout, a kill, an exception from the file, the psycogreen
-:func:`~psycogreen.core.timeout`) aborts the COPY on the server before propagating: COPY FROM
-ends with ``CopyFail`` (``PQputCopyEnd`` with a message: the server rolls the statement back),
-COPY TO is cancelled with core's non-blocking cancel and its remaining rows discarded. If that
-cleanup cannot finish within the cancel timeout, the connection is closed: it is never left
-half-way through a COPY.
+:func:`~psycogreen.core.timeout`) aborts the COPY on the server before propagating: core's
+non-blocking cancel request stops the statement, a COPY FROM is then ended with ``CopyFail``
+(``PQputCopyEnd`` with a message: the server rolls the statement back), the remaining rows of
+a COPY TO are discarded. If that cleanup cannot finish within the cancel timeout, the
+connection is closed: it is never left half-way through a COPY.
 """
 
 from __future__ import annotations
@@ -831,13 +831,17 @@ class _Copy:
         bound = _poll._cancel_timeout  # noqa: SLF001 (core's one setting)
         self.deadline = time.monotonic() + bound
         try:
-            if self.phase == "in":
-                # The server waits for our data: CopyFail ends the COPY as soon as it reads it,
-                # and rolls the statement back.
-                self.put_end(_ABORT_MESSAGE)
-            elif not _cancel.cancel(self.conn, self.wait_read, self.wait_write, bound):
-                # COPY TO, or a statement still running: only a cancel request stops it.
+            # A cancel request stops the statement at once: a COPY TO still producing rows,
+            # and also a COPY FROM, whose server would otherwise first insert every row
+            # already in the socket buffers (megabytes) before reading our CopyFail. A
+            # request that arrives once the backend is idle is ignored by the server
+            # (postgres.c: ProcessInterrupts, while DoingCommandRead).
+            if not _cancel.cancel(self.conn, self.wait_read, self.wait_write, bound):
                 raise _Expired  # noqa: TRY301 (handled just below, like any failure)
+            if self.phase == "in":
+                # The server then discards COPY data until CopyDone or CopyFail: CopyFail,
+                # which also ends the COPY (rolled back) if the cancel came too late.
+                self.put_end(_ABORT_MESSAGE)
             return self.results()
         except BaseException:
             self.busy = False
