@@ -776,3 +776,20 @@ def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     cur.execute(f"SELECT count(*) FROM {table}")
     out["rows_committed"] = cur.fetchone()[0]
     return out
+
+
+def eventlet_own_callback(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """eventlet.monkey_patch() installs eventlet's own callback: COPY recognises it."""
+    import sys
+
+    out: dict[str, Any] = {
+        "callback": getattr(psycopg2.extensions.get_wait_callback(), "__module__", None),
+        "backend_imported_before": "psycogreen.eventlet" in sys.modules,
+    }
+    conn = psycopg2.connect(dsn)
+    sink = io.BytesIO()
+    out["rows"] = core.copy_expert(
+        conn.cursor(), "COPY (SELECT generate_series(1, 100)) TO STDOUT", sink
+    )
+    out["backend_imported_after"] = "psycogreen.eventlet" in sys.modules
+    return out
