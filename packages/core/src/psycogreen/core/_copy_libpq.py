@@ -116,6 +116,8 @@ class CopyLibPQ:
 
 
 def _address(func: object) -> int | None:
+    if func is None:
+        return None
     return ctypes.cast(func, ctypes.c_void_p).value  # type: ignore[arg-type]
 
 
@@ -135,8 +137,21 @@ def _load() -> CopyLibPQ | str:
         return f"psycopg2's libpq cannot be used for COPY: {exc}"
     # The same library: same function addresses as core's other lookup, and the version
     # psycopg2 itself reports (from its own PQlibVersion() call).
-    if _address(lib.lib.PQbackendPID) != _address(base.lib.PQbackendPID):
+    ours = _address(lib.lib.PQbackendPID)
+    if ours != _address(base.lib.PQbackendPID):
         return "two different libpq libraries answer for psycopg2's extension module"
+    # The dynamic linker binds psycopg2's calls in the global scope first (the executable and
+    # libraries loaded RTLD_GLOBAL), then in the extension's own dependencies, where the
+    # lookup above looked. A libpq in the global scope must then be this one.
+    try:
+        in_global = _address(getattr(ctypes.CDLL(None), "PQbackendPID", None))
+    except (OSError, TypeError):
+        in_global = None
+    if in_global is not None and in_global != ours:
+        return (
+            "another libpq is loaded in the process's global symbol scope: the functions "
+            "found through psycopg2's extension module may not be the ones it calls"
+        )
     linked = psycopg2.extensions.libpq_version()
     if linked != lib.version:
         return (
