@@ -793,3 +793,30 @@ def eventlet_own_callback(sched: Scheduler, dsn: str) -> dict[str, Any]:
     )
     out["backend_imported_after"] = "psycogreen.eventlet" in sys.modules
     return out
+
+
+def terminated(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[str, Any]:
+    """The server ends the backend mid-COPY: OperationalError, and the connection is closed."""
+    _patch(sched)
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    conn = _connect(dsn)
+    pid = conn.get_backend_pid()
+    cur = conn.cursor()
+
+    def killer() -> None:
+        sched.sleep(0.2)
+        watcher.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def victim() -> str:
+        try:
+            if direction == "from":
+                cur.copy_from(GeneratorSource(_rows(10_000_000)), table)
+            else:
+                cur.copy_expert(f"COPY {table} TO STDOUT", SlowSink(sched))
+        except psycopg2.Error as exc:
+            return f"{type(exc).__name__}:{exc.pgcode}"
+        return "finished"
+
+    result, _ = sched.join([sched.spawn(victim), sched.spawn(killer)])
+    return {"result": result, "closed": conn.closed}

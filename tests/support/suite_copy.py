@@ -306,3 +306,20 @@ def test_unreachable_server_ends_with_the_connection_closed(
     assert out["server_state"] == "gone", out
     if direction == "from":
         assert out["rows_committed"] == 0
+
+
+@pytest.mark.parametrize("direction", ["from", "to"])
+def test_backend_terminated_mid_copy(
+    scheduler: str, run_green: RunGreen, conn: Any, table: str, direction: str
+) -> None:
+    """The server ends the session mid-COPY: a psycopg2 error, and the connection is closed,
+    not left half-alive."""
+    conn.cursor().execute(
+        f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
+        "FROM generate_series(1, 200000) g"
+    )
+    if direction == "from":
+        conn.cursor().execute(f"TRUNCATE {table}")
+    out = run_green(scheduler, S + "terminated", table=table, direction=direction)
+    assert out["result"].split(":")[0] in {"OperationalError", "AdminShutdown"}, out
+    assert out["closed"] != 0, out
