@@ -21,9 +21,10 @@ installed backend's ``wait_read``/``wait_write``:
 4. ``PQgetResult`` until NULL: the server's error, or the row count from ``PQcmdTuples``.
 
 A local server is fast enough that the socket never makes anyone wait, so the loops also yield
-to the scheduler every few milliseconds. Every wait is bounded by a short slice after which the
-connection is re-checked: a ``close()`` from another task frees the ``PGconn`` (a use after
-free would crash the process) and closes the socket without waking the waiter.
+to the scheduler every few milliseconds. A ``close()`` from another task frees the ``PGconn``
+(a use after free would crash the process): the connection is re-checked after every switch,
+and every wait is bounded by a short slice. The waits watch a duplicate of the socket, which a
+``close()`` cannot invalidate under the scheduler's feet.
 
 An interruption (the scheduler's timeout, a kill, an exception from the file, the psycogreen
 :func:`~psycogreen.core.timeout`) aborts the COPY on the server before propagating: core's
@@ -60,11 +61,9 @@ from psycogreen.core._errors import PsycogreenError
 from psycogreen.core._types import WaitFunc
 
 if TYPE_CHECKING:
-    from psycopg2.extensions import connection as _Connection  # noqa: N812
     from psycopg2.extensions import cursor as _CursorBase  # noqa: N812
 else:
     _CursorBase = object
-    _Connection = Any
 
 __all__ = [
     "DEFAULT_COPY_SIZE",
