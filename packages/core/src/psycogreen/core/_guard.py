@@ -229,13 +229,10 @@ class GuardedConnection(_Connection):
     ) -> Any:  # noqa: ANN401 (the factory's type)
         """psycopg2's ``cursor()``; the cursor's class is the factory's, guarded."""
         factory = cursor_factory or getattr(self, "cursor_factory", None) or _Cursor
-        return _Connection.cursor(
-            self,
-            name,
-            cursor_factory=guarded_cursor_class(factory, named=name is not None),
-            withhold=withhold,
-            scrollable=scrollable,
-        )
+        cls = (_UNNAMED if name is None else _NAMED).get(factory)
+        if cls is None:
+            cls = guarded_cursor_class(factory, named=name is not None)
+        return _Connection.cursor(self, name, cls, withhold, scrollable)
 
 
 class GuardedCursor(CopyCursorMixin, _Cursor):
@@ -309,7 +306,10 @@ class GuardedNamedCursor(GuardedCursor):
 
 
 _GUARDS = (GuardedConnection, GuardedCursor, GuardedNamedCursor)
-_classes: dict[tuple[Any, type], Any] = {}
+# guard -> {factory: guarded class}; cursor() looks its two up directly (one call per cursor)
+_classes: dict[type, dict[Any, Any]] = {guard: {} for guard in _GUARDS}
+_UNNAMED = _classes[GuardedCursor]
+_NAMED = _classes[GuardedNamedCursor]
 
 
 def _mix(factory: Any, guard: type) -> Any:  # noqa: ANN401 (a class, or a callable as given)
@@ -318,8 +318,8 @@ def _mix(factory: Any, guard: type) -> Any:  # noqa: ANN401 (a class, or a calla
     ``factory`` is returned as is when that is impossible (not a subclass of psycopg2's
     class: a function, say).
     """
-    key = (factory, guard)
-    cls = _classes.get(key)
+    cache = _classes[guard]
+    cls = cache.get(factory)
     if cls is not None:
         return cls
     base = guard.__mro__[-2]  # psycopg2's own class, just before object
@@ -343,7 +343,7 @@ def _mix(factory: Any, guard: type) -> Any:  # noqa: ANN401 (a class, or a calla
             cls = type(factory.__name__, (factory, guard), namespace)
         except TypeError:  # an incompatible layout (another C subclass): leave it unguarded
             cls = factory
-    _classes[key] = cls
+    cache[factory] = cls
     return cls
 
 

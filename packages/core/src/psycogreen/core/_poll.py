@@ -121,7 +121,7 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
                 conn = poll = fileno = None  # type: ignore[assignment]
             raise
         finally:
-            del inflight[key]
+            inflight.pop(key, None)
 
     wait_callback.__name__ = wait_callback.__qualname__ = name
     wait_callback.__module__ = module
