@@ -25,13 +25,28 @@ def legacy_dir() -> Path:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--disable-pip-version-check", "-q", "-d", str(CACHE), "psycogreen==1.0.2"],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(CACHE),
+            "psycogreen==1.0.2",
+        ],
+        check=True,
+        timeout=300,
     )
     with tarfile.open(CACHE / "psycogreen-1.0.2.tar.gz") as tar:
         for member in tar.getmembers():
-            if member.name.startswith("psycogreen-1.0.2/psycogreen/") and member.name.endswith(".py"):
+            if member.name.startswith("psycogreen-1.0.2/psycogreen/") and member.name.endswith(
+                ".py"
+            ):
                 member.name = member.name.removeprefix("psycogreen-1.0.2/")
                 tar.extract(member, CACHE)  # noqa: S202 (names checked just above)
     return target

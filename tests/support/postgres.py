@@ -64,7 +64,9 @@ def _free_port() -> int:
 class ThrowawayPostgres:
     """A PostgreSQL server in a temporary directory, started and stopped by this process."""
 
-    def __init__(self, *, max_connections: int = 1100, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, max_connections: int = 1100, settings: dict[str, str] | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.settings = settings or {}
         self.port = 0
@@ -98,16 +100,32 @@ class ThrowawayPostgres:
                     self._run_as = user
                     break
             if self._run_as is None:
-                raise PostgresNotFoundError("running as root and no 'postgres' user to run initdb as")
+                raise PostgresNotFoundError(
+                    "running as root and no 'postgres' user to run initdb as"
+                )
         self.tmp = Path(tempfile.mkdtemp(prefix="psycogreen-pg-"))
         if self._run_as:
             shutil.chown(self.tmp, user=self._run_as)
         data = self.tmp / "data"
         log = self.tmp / "server.log"
         out = subprocess.run(
-            self._cmd(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                      "--no-sync", "-E", "UTF8", "--locale=C"),
-            capture_output=True, text=True, check=False, timeout=120,
+            self._cmd(
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if out.returncode:
             self._cleanup()
@@ -126,9 +144,23 @@ class ThrowawayPostgres:
             self.port = _free_port()
             opts = " ".join(f"-c {k}={v}" for k, v in options.items())
             out = subprocess.run(
-                self._cmd(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                          "-o", f"-p {self.port} {opts}", "start"),
-                capture_output=True, text=True, check=False, timeout=90,
+                self._cmd(
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {self.port} {opts}",
+                    "start",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=90,
             )
             if out.returncode == 0:
                 self._bindir = bindir
@@ -146,8 +178,12 @@ class ThrowawayPostgres:
         data = self.tmp / "data"
         if (data / "postmaster.pid").exists():
             subprocess.run(
-                self._cmd(str(self._bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"),
-                capture_output=True, check=False, timeout=60,
+                self._cmd(
+                    str(self._bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"
+                ),
+                capture_output=True,
+                check=False,
+                timeout=60,
             )
         self._cleanup()
 

@@ -25,7 +25,9 @@ def _patch(sched: Scheduler) -> Any:
     return backend
 
 
-def concurrent_sleep(sched: Scheduler, dsn: str, n: int = 20, seconds: float = 0.3) -> dict[str, Any]:
+def concurrent_sleep(
+    sched: Scheduler, dsn: str, n: int = 20, seconds: float = 0.3
+) -> dict[str, Any]:
     _patch(sched)
     conns = [psycopg2.connect(dsn) for _ in range(n)]
 

@@ -77,7 +77,9 @@ def test_registry(scheduler: str, run_green: RunGreen) -> None:
     assert out["query"] == 1
 
 
-def test_psycogreen_1_0_2_callback_is_replaced(scheduler: str, run_green: RunGreen, legacy: str) -> None:
+def test_psycogreen_1_0_2_callback_is_replaced(
+    scheduler: str, run_green: RunGreen, legacy: str
+) -> None:
     out = run_green(scheduler, "legacy_replaced", legacy=legacy)
     assert out["legacy_module"] == f"psycogreen.{scheduler}"
     assert out["before"] is False
@@ -85,7 +87,9 @@ def test_psycogreen_1_0_2_callback_is_replaced(scheduler: str, run_green: RunGre
     assert out["replaced"] is True
 
 
-def test_query_timeout_cancels_and_keeps_the_connection(scheduler: str, run_green: RunGreen) -> None:
+def test_query_timeout_cancels_and_keeps_the_connection(
+    scheduler: str, run_green: RunGreen
+) -> None:
     out = run_green(scheduler, "query_timeout")
     assert out["error"] == "QueryCanceled"
     assert out["elapsed"] < 1.0, out
@@ -101,5 +105,6 @@ def test_interrupt_cancels_on_the_server(scheduler: str, run_green: RunGreen, ho
     out = run_green(scheduler, "interrupted", how=how)
     assert out["result"] == ("Timeout" if how == "timeout" else "GreenletExit")
     assert out["closed"] != 0
-    assert out["server_state"] in {"idle", "gone"}, out
+    # Not executing any more: idle (possibly in the aborted transaction) or disconnected.
+    assert out["server_state"] in {"idle", "idle in transaction (aborted)", "gone"}, out
     assert out["settle"] < 1.0, out
