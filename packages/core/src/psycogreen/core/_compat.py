@@ -22,7 +22,9 @@ POLL_READ = 1
 POLL_WRITE = 2
 STATUS_SETUP = 0
 
-_INSTALL = "install one of them: pip install psycopg2-binary (or psycopg2, built against your libpq)"
+_INSTALL = (
+    "install one of them: pip install psycopg2-binary (or psycopg2, built against your libpq)"
+)
 
 
 @functools.cache
