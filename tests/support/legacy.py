@@ -18,6 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".tmp" / "psycogreen-1.0.2"
 
 
+def _pip() -> list[str]:
+    """A pip command: the environment's own, else the copy bundled with the standard library
+    (environments made by uv have no pip; a wheel of pip runs as it is)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    import ensurepip
+
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    return [sys.executable, str(bundled[-1] / "pip")]
+
+
 def legacy_dir() -> Path:
     """The directory holding 1.0.2's ``gevent.py`` and ``eventlet.py`` (downloaded on first use)."""
     target = CACHE / "psycogreen"
@@ -26,9 +39,7 @@ def legacy_dir() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
+            *_pip(),
             "download",
             "--no-deps",
             "--no-binary",
@@ -48,7 +59,7 @@ def legacy_dir() -> Path:
                 ".py"
             ):
                 member.name = member.name.removeprefix("psycogreen-1.0.2/")
-                tar.extract(member, CACHE)  # noqa: S202 (names checked just above)
+                tar.extract(member, CACHE, filter="data")
     return target
 
 
