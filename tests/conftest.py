@@ -76,7 +76,12 @@ def run_green(dsn: str) -> RunGreen:
         env = {**os.environ, "PSYCOGREEN_TEST_DSN": dsn, "PYTHONPATH": path}
         proc = subprocess.run(
             [sys.executable, "-m", "tests.support.green", sched, name, json.dumps(kwargs)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if proc.returncode != 0:
             pytest.fail(

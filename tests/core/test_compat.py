@@ -9,7 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from psycogreen.core import PsycopgIncompatibleError, PsycopgNotFoundError, check_psycopg, detect_scheduler
+from psycogreen.core import (
+    PsycopgIncompatibleError,
+    PsycopgNotFoundError,
+    check_psycopg,
+    detect_scheduler,
+)
 
 
 @pytest.fixture
@@ -26,7 +31,9 @@ def test_psycopg2_missing(monkeypatch: pytest.MonkeyPatch, fresh_check: None) ->
     assert isinstance(info.value, ImportError)
 
 
-def test_psycopg2_without_wait_callbacks(monkeypatch: pytest.MonkeyPatch, fresh_check: None) -> None:
+def test_psycopg2_without_wait_callbacks(
+    monkeypatch: pytest.MonkeyPatch, fresh_check: None
+) -> None:
     old = types.ModuleType("psycopg2")
     old.__version__ = "2.0.14"  # type: ignore[attr-defined]
     old.__path__ = []  # type: ignore[attr-defined]
@@ -34,7 +41,9 @@ def test_psycopg2_without_wait_callbacks(monkeypatch: pytest.MonkeyPatch, fresh_
     old.extensions = ext  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "psycopg2", old)
     monkeypatch.setitem(sys.modules, "psycopg2.extensions", ext)
-    with pytest.raises(PsycopgIncompatibleError, match=r"psycopg2 2\.0\.14 has no .*set_wait_callback.*upgrade"):
+    with pytest.raises(
+        PsycopgIncompatibleError, match=r"psycopg2 2\.0\.14 has no .*set_wait_callback.*upgrade"
+    ):
         check_psycopg()
 
 
@@ -60,7 +69,7 @@ def test_detect_looks_only_at_loaded_modules(monkeypatch: pytest.MonkeyPatch) ->
     fake.is_module_patched = lambda name: name == "socket"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "gevent.monkey", fake)
     assert detect_scheduler() == "gevent"
-    fake.is_module_patched = lambda name: False  # type: ignore[attr-defined]
+    fake.is_module_patched = lambda _name: False  # type: ignore[attr-defined]
     assert detect_scheduler() is None
     patcher = types.ModuleType("eventlet.patcher")
     patcher.is_monkey_patched = lambda name: name == "socket"  # type: ignore[attr-defined]

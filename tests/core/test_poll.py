@@ -53,7 +53,9 @@ def fake(made: list[FakeConnection], *script: int | BaseException) -> FakeConnec
     return conn
 
 
-def test_loop_waits_for_each_state_until_ok(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_loop_waits_for_each_state_until_ok(
+    rec: Recorder, fake_factory: list[FakeConnection]
+) -> None:
     conn = fake(fake_factory, POLL_WRITE, POLL_READ, POLL_READ, POLL_OK)
     make_wait_callback(rec.read, rec.write)(conn)
     fd = conn.fileno()
@@ -76,13 +78,17 @@ def test_unknown_poll_state_is_an_operational_error(
         make_wait_callback(rec.read, rec.write)(conn)
 
 
-def test_unknown_poll_state_with_a_deadline(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_unknown_poll_state_with_a_deadline(
+    rec: Recorder, fake_factory: list[FakeConnection]
+) -> None:
     conn = fake(fake_factory, 7)
     with pytest.raises(psycopg2.OperationalError, match="bad result from poll: 7"):
         make_wait_callback(rec.read, rec.write)(conn, 5)
 
 
-def test_errors_from_poll_propagate_unchanged(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_errors_from_poll_propagate_unchanged(
+    rec: Recorder, fake_factory: list[FakeConnection]
+) -> None:
     error = psycopg2.OperationalError("server closed the connection unexpectedly")
     conn = fake(fake_factory, POLL_READ, error)
     with pytest.raises(psycopg2.OperationalError) as info:
@@ -120,14 +126,18 @@ def test_fileno_is_read_again_each_wait(rec: Recorder, fake_factory: list[FakeCo
     assert [c[1] for c in rec.calls] == [first._a.fileno(), other.fileno()]
 
 
-def test_deadline_passes_the_remaining_time(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_deadline_passes_the_remaining_time(
+    rec: Recorder, fake_factory: list[FakeConnection]
+) -> None:
     conn = fake(fake_factory, POLL_READ, POLL_WRITE, POLL_OK)
     make_wait_callback(rec.read, rec.write)(conn, 10)
     assert [c[0] for c in rec.calls] == ["read", "write"]
     assert all(c[2] is not None and 9 < c[2] <= 10 for c in rec.calls)
 
 
-def test_context_timeout_applies_and_is_scoped(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_context_timeout_applies_and_is_scoped(
+    rec: Recorder, fake_factory: list[FakeConnection]
+) -> None:
     callback = make_wait_callback(rec.read, rec.write)
     with timeout(3):
         callback(fake(fake_factory, POLL_READ, POLL_OK))
@@ -135,7 +145,8 @@ def test_context_timeout_applies_and_is_scoped(rec: Recorder, fake_factory: list
             callback(fake(fake_factory, POLL_READ, POLL_OK))
     callback(fake(fake_factory, POLL_READ, POLL_OK))
     timeouts = [c[2] for c in rec.calls]
-    assert timeouts[0] is not None and 2 < timeouts[0] <= 3
+    assert timeouts[0] is not None
+    assert 2 < timeouts[0] <= 3
     assert timeouts[1:] == [None, None]
 
 
@@ -149,11 +160,15 @@ def test_timed_out_connect_is_an_operational_error(fake_factory: list[FakeConnec
     rec = Recorder(ready=False)
     conn = fake(fake_factory, POLL_WRITE)
     conn.status = 0  # STATUS_SETUP: still connecting
-    with pytest.raises(psycopg2.OperationalError, match="connection attempt timed out after 0.5 s"):
+    with pytest.raises(
+        psycopg2.OperationalError, match=r"connection attempt timed out after 0\.5 s"
+    ):
         make_wait_callback(rec.read, rec.write)(conn, 0.5)
 
 
-def test_timed_out_query_that_cannot_be_cancelled_closes(fake_factory: list[FakeConnection]) -> None:
+def test_timed_out_query_that_cannot_be_cancelled_closes(
+    fake_factory: list[FakeConnection],
+) -> None:
     """A fake has no libpq connection to cancel: the error says the connection is closed."""
     rec = Recorder(ready=False)
     conn = fake(fake_factory, POLL_READ)
@@ -183,7 +198,8 @@ def test_callback_names_and_docs() -> None:
     callback = make_wait_callback(rec.read, rec.write, name="x_wait_callback", module="pkg.x")
     assert callback.__name__ == "x_wait_callback"
     assert callback.__module__ == "pkg.x"
-    assert callback.__doc__ and "rollback()" in callback.__doc__
+    assert callback.__doc__
+    assert "rollback()" in callback.__doc__
 
 
 def test_poll_constants_match_psycopg2() -> None:

@@ -24,7 +24,9 @@ def test_foreign_callback_is_refused_then_forced(run_green: RunGreen) -> None:
     assert out["foreign_left"] is True
 
 
-def test_psycogreen_1_0_2_callback_conflicts_with_another_scheduler(run_green: RunGreen, legacy: str) -> None:
+def test_psycogreen_1_0_2_callback_conflicts_with_another_scheduler(
+    run_green: RunGreen, legacy: str
+) -> None:
     """1.0.2's callback counts as its scheduler's: patching for "blocking" over it is refused."""
     import importlib.util
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, check=False, **kwargs
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +43,20 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory, dist: Path) -> Iterator
     python = home / "bin" / "python"
     wheels = sorted(dist.glob("*.whl"))
     # The uWSGI backend only runs inside a uWSGI server; it is installed but imported there.
-    proc = run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-               *wheels, "psycopg2-binary", timeout=600)
+    proc = run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        *wheels,
+        "psycopg2-binary",
+        timeout=600,
+    )
     if proc.returncode:
         missing(f"installing the wheels failed: {proc.stderr[-2000:]}")
-    yield python
+    return python
 
 
 def test_each_distribution_builds_a_wheel_and_an_sdist(dist: Path) -> None:
@@ -87,8 +98,17 @@ def test_installed_wheels_import_with_their_versions(clean_venv: Path) -> None:
 def test_installed_wheels_run_concurrent_queries(clean_venv: Path, dsn: str, sched: str) -> None:
     """20 concurrent pg_sleep(0.3) from the installed wheels finish in < 0.6 s."""
     env = {**os.environ, "PSYCOGREEN_TEST_DSN": dsn, "PYTHONPATH": str(ROOT)}
-    proc = run(clean_venv, "-m", "tests.support.green", sched, "concurrent_sleep",
-               json.dumps({"n": 20, "seconds": 0.3}), cwd=ROOT, env=env, timeout=120)
+    proc = run(
+        clean_venv,
+        "-m",
+        "tests.support.green",
+        sched,
+        "concurrent_sleep",
+        json.dumps({"n": 20, "seconds": 0.3}),
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["pids"] == 20

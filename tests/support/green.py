@@ -66,7 +66,7 @@ class Scheduler:
         for task in tasks:
             try:
                 out.append(task.get() if self.name == "gevent" else task.wait())
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 out.append(exc)
         return out
 

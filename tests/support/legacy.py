@@ -68,5 +68,5 @@ def load_legacy(scheduler: str, directory: str | Path | None = None) -> types.Mo
     path = Path(directory or legacy_dir()) / f"{scheduler}.py"
     module = types.ModuleType(f"psycogreen.{scheduler}")
     module.__file__ = str(path)
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)  # noqa: S102
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     return module

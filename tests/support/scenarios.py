@@ -106,7 +106,7 @@ def large_param(sched: Scheduler, dsn: str, size: int = 16 * 1024 * 1024) -> dic
     payload = (b"0123456789abcdef" * (size // 16 + 1))[:size]
     cur.execute("SELECT length(%s), md5(%s)", (payload, payload))
     length, digest = cur.fetchone()
-    return {"length": length, "md5_ok": digest == hashlib.md5(payload).hexdigest()}  # noqa: S324
+    return {"length": length, "md5_ok": digest == hashlib.md5(payload).hexdigest()}
 
 
 def named_cursors(sched: Scheduler, dsn: str, rows: int = 5000) -> dict[str, Any]:

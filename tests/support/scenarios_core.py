@@ -75,7 +75,7 @@ def many_fds(sched: Scheduler, dsn: str) -> dict[str, Any]:
     """poll(2), not select(): connections on fds above 1023 work."""
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
     core.patch_psycopg("blocking")
     filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
