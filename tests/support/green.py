@@ -117,6 +117,21 @@ class Heartbeat:
         return max(self.gaps, default=0.0)
 
 
+def ctrl_c_after(seconds: float) -> None:
+    """Deliver a real SIGINT to the main thread after ``seconds``, as Ctrl-C at a terminal does.
+
+    Not ``os.kill()`` from a helper thread: Linux >= 6.4 hands a process-directed signal to the
+    sending thread when it can take it, and a main thread busy in Python plus short GIL-releasing
+    C calls (a COPY loop) can starve that thread of the GIL for seconds, so the signal's arrival
+    would measure CPython's thread scheduling instead of the code under test. The kernel's
+    interval timer fires in the main thread; its handler raises SIGINT there.
+    """
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda _sig, _frame: signal.raise_signal(signal.SIGINT))
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 @contextmanager
 def heartbeat(sched: Scheduler, interval: float = 0.01) -> Iterator[Heartbeat]:
     hb = Heartbeat(sched, interval)

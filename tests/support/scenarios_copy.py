@@ -21,7 +21,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from psycogreen import core
-from tests.support.green import Scheduler
+from tests.support.green import Scheduler, ctrl_c_after
 
 FORMATS = {"text": "", "csv": "(FORMAT csv)", "binary": "(FORMAT binary)"}
 
@@ -752,10 +752,6 @@ def unreachable(sched: Scheduler, dsn: str, table: str, direction: str) -> dict[
 
 def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     """Core's scheduler-free callback: COPY works; Ctrl-C stops it on the server."""
-    import os
-    import signal
-    import threading
-
     core.patch_psycopg("blocking")
     conn = _connect(dsn, autocommit=True)
     cur = conn.cursor()
@@ -764,8 +760,7 @@ def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     out["to"] = cur.copy_to(sink, table)
     out["bytes"] = len(sink.getvalue())
     cur.execute(f"TRUNCATE {table}")
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    ctrl_c_after(0.3)
     start = time.perf_counter()
     try:
         cur.copy_from(GeneratorSource(_rows(10_000_000)), table)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -14,7 +12,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 import psycogreen.core as core
-from tests.support.green import Scheduler
+from tests.support.green import Scheduler, ctrl_c_after
 
 
 def blocking_queries(sched: Scheduler, dsn: str) -> dict[str, Any]:
@@ -52,8 +50,7 @@ def blocking_sigint(sched: Scheduler, dsn: str) -> dict[str, Any]:
     watcher = psycopg2.connect(dsn)
     watcher.autocommit = True
     cur = conn.cursor()
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    ctrl_c_after(0.2)
     out: dict[str, Any] = {}
     start = time.perf_counter()
     try:
