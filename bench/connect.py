@@ -12,9 +12,11 @@ cancels out).
 
 Variants: ``blocking`` (psycopg2, no wait callback: libpq's own connect), ``core`` (core's
 scheduler-free callback), ``gevent`` and ``eventlet`` (``psycopg2.connect`` after
-``patch_psycopg()``). Targets: a numeric address (``host=127.0.0.1``), a name resolved by the
-scheduler's resolver (``host=localhost``), and a dead first host (a closed port, refused at
-once) before the server.
+``patch_psycopg()``). Targets: a numeric address (``host=127.0.0.1``), a name from
+``/etc/hosts`` (``host=localhost``, which psycogreen leaves to the C library when the system
+reads that file first), the same name sent through the scheduler's resolver as any other
+name is (``resolver``: the hosts-file shortcut turned off), and a dead first host (a closed
+port, refused at once) before the server.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 VARIANTS = ("blocking", "core", "gevent", "eventlet")
-TARGETS = ("address", "name", "dead-first")
+TARGETS = ("address", "name", "resolver", "dead-first")
 
 
 def _target_dsn(dsn: str, target: str) -> str:
@@ -65,7 +67,7 @@ def _target_dsn(dsn: str, target: str) -> str:
     port = params.pop("port", "5432")
     if target == "address":
         return psycopg2.extensions.make_dsn(**params, host=host, port=port)
-    if target == "name":
+    if target in ("name", "resolver"):
         return psycopg2.extensions.make_dsn(**params, host="localhost", port=port)
     with socket.socket() as closed:  # a port nobody listens on: refused at once
         closed.bind(("127.0.0.1", 0))
@@ -87,6 +89,9 @@ def child(variant: str, dsn: str) -> None:
         import importlib
 
         importlib.import_module(f"psycogreen.{variant}").patch_psycopg()
+    from psycogreen.core import _connect_hosts
+
+    hosts_file = _connect_hosts.answered_locally
     dsns = {target: _target_dsn(dsn, target) for target in TARGETS}
     for target_dsn in dsns.values():
         psycopg2.connect(target_dsn).close()  # warm up
@@ -94,6 +99,10 @@ def child(variant: str, dsn: str) -> None:
     for line in sys.stdin:
         target, seconds = line.split()
         target_dsn = dsns[target]
+        # "resolver": every name goes to the scheduler's resolver (no effect on libpq's own).
+        _connect_hosts.answered_locally = (
+            (lambda _host: False) if target == "resolver" else hosts_file
+        )
         count = 0
         start = time.perf_counter()
         end = start + float(seconds)

@@ -89,6 +89,9 @@ SECTIONS = [
         {"calls": 100_000},
         {"calls": 20_000},
         rounds=5,
+        # The untimed wait first: the target reads the first case. The timed one is the path of
+        # every wait under a psycogreen timeout and of every connect with connect_timeout.
+        cases=[{}, {"timeout": 5.0}],
         quick_rounds=3,
     ),
     Section(

@@ -231,16 +231,23 @@ def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
     callback = rt.callback
     if rt.variant == "floor":
 
-        def callback(conn: Any) -> None:
+        def callback(conn: Any, timeout: float | None = None) -> None:
             state = conn.poll()
             while state != ext.POLL_OK:
                 poller = select.poll()
                 poller.register(conn.fileno(), select.POLLIN)
-                poller.poll()
+                poller.poll(None if timeout is None else timeout * 1000)
                 state = conn.poll()
 
     assert callback is not None
     calls = int(p["calls"])
+    timeout = p.get("timeout")
+    if timeout is not None:  # a timed wait: the callback's timeout argument, as 1.x passes it
+        untimed = callback
+
+        def callback(conn: Any) -> None:
+            untimed(conn, timeout)
+
     out: dict[str, Any] = {}
 
     def run() -> None:  # in a greenlet of the hub, like application code

@@ -332,6 +332,33 @@ def slow_dns(
     return out
 
 
+def hosts_file_name(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """A name from the hosts file is resolved by the C library; any other by the scheduler's."""
+    from psycogreen.core import _hostsfile
+
+    _patch(sched)
+    host, port, params = _server(dsn)
+    out: dict[str, Any] = {"local": _hostsfile.answered_locally("localhost")}
+    _slow_resolver(sched, 0.0, {FAKE_NAME: host})
+    asked: list[str] = []
+    green = socket.getaddrinfo  # the scheduler's, after monkey-patching
+
+    def recording(name: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        return green(name, *args, **kwargs)
+
+    socket.getaddrinfo = recording
+    try:
+        for name in ("localhost", "LocalHost", FAKE_NAME):
+            conn = psycopg2.connect(_dsn(params, host=name, port=port))
+            out[name] = [conn.info.host, conn.get_dsn_parameters().get("hostaddr")]
+            conn.close()
+    finally:
+        socket.getaddrinfo = green
+    out["asked"] = asked
+    return out
+
+
 # --- ordinary ways of connecting ---------------------------------------------------------------
 
 

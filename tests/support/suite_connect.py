@@ -97,6 +97,18 @@ def test_a_blocking_resolver_would_be_seen(scheduler: str, run_green: RunGreen) 
     assert out["max_stall"] >= 0.2, out
 
 
+def test_hosts_file_names_skip_the_schedulers_resolver(scheduler: str, run_green: RunGreen) -> None:
+    """localhost (in /etc/hosts, read first) does not go through the scheduler's resolver: a
+    round trip through its thread pool costs as much as a local connect."""
+    out = run_green(scheduler, "scenarios_connect:hosts_file_name")
+    if not out["local"]:
+        missing("this machine does not answer localhost from /etc/hosts (nsswitch: files first)")
+    assert out["localhost"] == ["localhost", "127.0.0.1"], out
+    assert out["LocalHost"] == ["LocalHost", "127.0.0.1"], out
+    assert out["db.psycogreen.test"] == ["db.psycogreen.test", "127.0.0.1"], out
+    assert out["asked"] == ["db.psycogreen.test"], out
+
+
 def test_connection_factory_and_unix_sockets(scheduler: str, run_green: RunGreen) -> None:
     out = run_green(scheduler, "scenarios_connect:factory_and_sockets")
     assert out["factory"] is True

@@ -18,6 +18,7 @@ imports no scheduler), and makes one single-address libpq connection per attempt
 
 from __future__ import annotations
 
+import _socket
 import os
 import random
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from psycogreen.core._compat import check_psycopg
+from psycogreen.core._hostsfile import answered_locally
 from psycogreen.core._timeout import current_timeout, timeout
 
 if TYPE_CHECKING:
@@ -507,11 +509,14 @@ def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterato
     if slot.hostaddr or not _needs_resolving(slot.host):
         yield slot
         return
+    # socket.getaddrinfo is looked up now: gevent and eventlet replace it with their resolver
+    # when they monkey-patch, so other greenlets run while DNS answers. A name the C library
+    # answers from the hosts file never waits on a server: the C library's own (_socket's,
+    # which monkey-patching leaves alone) resolves it without a trip through another thread.
+    lookup = _socket.getaddrinfo if answered_locally(slot.host) else socket.getaddrinfo
     try:
-        # socket.getaddrinfo is looked up now: gevent and eventlet replace it with their
-        # resolver when they monkey-patch, so other greenlets run while DNS answers.
         # The port is left out: only the addresses are needed, and libpq checks the port.
-        infos = socket.getaddrinfo(slot.host, None, 0, socket.SOCK_STREAM)
+        infos = lookup(slot.host, None, 0, socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         message = f'could not translate host name "{slot.host}" to address: {reason}'

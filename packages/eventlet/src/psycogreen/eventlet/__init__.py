@@ -8,9 +8,11 @@ hub.
 
 from __future__ import annotations
 
+from typing import Any
+
 from greenlet import getcurrent
 
-from eventlet.hubs import _threadlocal, trampoline
+from eventlet.hubs import _threadlocal
 from eventlet.hubs.hub import READ, WRITE
 from psycogreen.core import make_wait_callback, patch, register_backend
 from psycogreen.core._blocking import _wait_read as _blocking_read
@@ -20,8 +22,8 @@ from psycogreen.eventlet.__about__ import __version__
 __all__ = ["__version__", "eventlet_wait_callback", "patch_psycopg"]
 
 
-class _Expired(Exception):  # noqa: N818 (private signal, never seen by users)
-    """Thrown into the waiting greenthread when a timed wait expires."""
+# What a timed wait's timer switches back with.
+_EXPIRED = object()
 
 
 def _wait(fd: int, evtype: str, timeout: float | None) -> bool:
@@ -30,32 +32,36 @@ def _wait(fd: int, evtype: str, timeout: float | None) -> bool:
         # A thread with no hub (a native thread, a tpool worker): nothing else can run here,
         # so block this thread only instead of starting a hub in it.
         return (_blocking_read if evtype == READ else _blocking_write)(fd, timeout)
-    if timeout is not None:
-        try:
-            trampoline(
-                fd,
-                read=evtype == READ,
-                write=evtype == WRITE,
-                timeout=timeout,
-                timeout_exc=_Expired,
-            )
-        except _Expired:
-            return False
-        return True
-    # The hot path (bench/ section 1): what trampoline() does without a timeout, minus its
-    # argument handling. The listener is removed on every way out, as trampoline does, so
-    # that eventlet's fd-reuse bookkeeping (mark_as_reopened) never meets a stale one; a
+    # The hot path (bench/ section 1): what trampoline() does, minus its argument handling
+    # and, for a timed wait, the exception it throws in on expiry (the timer switches back
+    # with a marker instead). The listener is removed on every way out, as trampoline does,
+    # so that eventlet's fd-reuse bookkeeping (mark_as_reopened) never meets a stale one; a
     # closed fd is thrown in as IOClosed through current.throw.
     current = getcurrent()
     if hub.greenlet is current:
         message = "do not call blocking functions from the mainloop"
         raise RuntimeError(message)
+    if timeout is not None:
+        return _wait_timed(hub, current, fd, evtype, timeout)
     listener = hub.add(evtype, fd, current.switch, current.throw, None)
     try:
         hub.switch()
     finally:
         hub.remove(listener)
     return True
+
+
+def _wait_timed(hub: Any, current: Any, fd: int, evtype: str, timeout: float) -> bool:  # noqa: ANN401
+    timer = hub.schedule_call_global(timeout, current.switch, _EXPIRED)
+    try:
+        listener = hub.add(evtype, fd, current.switch, current.throw, None)
+        try:
+            # A stray switch returns neither marker and counts as ready: the loop polls again.
+            return hub.switch() is not _EXPIRED
+        finally:
+            hub.remove(listener)
+    finally:
+        timer.cancel()
 
 
 def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
