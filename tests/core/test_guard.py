@@ -37,28 +37,13 @@ from psycogreen.core import (
     timeout,
 )
 from psycogreen.core._compat import POLL_OK, POLL_READ
-from tests.support.fakes import FakeConnection
-
-
-@pytest.fixture
-def conns() -> Iterator[list[FakeConnection]]:
-    made: list[FakeConnection] = []
-    yield made
-    for conn in made:
-        conn.close()
-
-
-def fake(made: list[FakeConnection], *script: int | BaseException) -> FakeConnection:
-    conn = FakeConnection(script)
-    made.append(conn)
-    return conn
-
+from tests.support.fakes import FakeFactory
 
 # --- which greenlet owns a connection --------------------------------------------------------
 
 
-def test_the_callback_marks_the_connection_in_flight(conns: list[FakeConnection]) -> None:
-    conn = fake(conns, POLL_READ, POLL_OK)
+def test_the_callback_marks_the_connection_in_flight(fakes: FakeFactory) -> None:
+    conn = fakes(POLL_READ, POLL_OK)
     seen: list[object] = []
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
@@ -70,8 +55,8 @@ def test_the_callback_marks_the_connection_in_flight(conns: list[FakeConnection]
     assert id(conn) not in _poll.inflight
 
 
-def test_the_mark_goes_when_the_wait_raises(conns: list[FakeConnection]) -> None:
-    conn = fake(conns, POLL_READ)
+def test_the_mark_goes_when_the_wait_raises(fakes: FakeFactory) -> None:
+    conn = fakes(POLL_READ)
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
         raise KeyboardInterrupt
@@ -238,11 +223,11 @@ class Waits:
 
 
 def test_the_connection_deadline_applies_and_a_block_overrides_it(
-    conns: list[FakeConnection],
+    fakes: FakeFactory,
 ) -> None:
     waits = Waits()
     callback = make_wait_callback(waits, waits)
-    conn = fake(conns, POLL_READ, POLL_OK, POLL_READ, POLL_OK, POLL_READ, POLL_OK)
+    conn = fakes(POLL_READ, POLL_OK, POLL_READ, POLL_OK, POLL_READ, POLL_OK)
     set_timeout(conn, 5)
     assert get_timeout(conn) == 5.0
     callback(conn)
@@ -279,9 +264,9 @@ def test_set_timeout_refuses_non_positive(bad: float) -> None:
 
 
 def test_a_second_interrupt_during_the_cancel_propagates(
-    conns: list[FakeConnection], monkeypatch: pytest.MonkeyPatch
+    fakes: FakeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = fake(conns, POLL_READ)
+    conn = fakes(POLL_READ)
     first = TimeoutError("first")
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
@@ -297,9 +282,9 @@ def test_a_second_interrupt_during_the_cancel_propagates(
 
 
 def test_a_failing_cancel_does_not_hide_the_interrupt(
-    conns: list[FakeConnection], monkeypatch: pytest.MonkeyPatch
+    fakes: FakeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = fake(conns, POLL_READ)
+    conn = fakes(POLL_READ)
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
         raise TimeoutError
@@ -314,9 +299,9 @@ def test_a_failing_cancel_does_not_hide_the_interrupt(
 
 @pytest.mark.parametrize("deadline", [None, 0.5])
 def test_an_interrupted_connect_is_not_kept_alive_by_the_traceback(
-    conns: list[FakeConnection], deadline: float | None
+    fakes: FakeFactory, deadline: float | None
 ) -> None:
-    conn = fake(conns, POLL_READ)
+    conn = fakes(POLL_READ)
     conn.status = 0  # STATUS_SETUP: connecting
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
@@ -328,7 +313,7 @@ def test_an_interrupted_connect_is_not_kept_alive_by_the_traceback(
         callback(conn, deadline)
     except TimeoutError as exc:
         kept = exc  # a caller that keeps the exception (a log record, a task result)
-    conns.clear()
+    fakes.made.clear()
     conn.close()
     del conn
     gc.collect()

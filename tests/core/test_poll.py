@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg2
 import pytest
 
 from psycogreen.core import make_wait_callback, timeout
 from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE
-from tests.support.fakes import FakeConnection
+from tests.support.fakes import FakeFactory
 
 
 class Recorder:
@@ -39,58 +37,38 @@ def rec() -> Recorder:
     return Recorder()
 
 
-@pytest.fixture
-def fake_factory() -> Iterator[list[FakeConnection]]:
-    made: list[FakeConnection] = []
-    yield made
-    for conn in made:
-        conn.close()
-
-
-def fake(made: list[FakeConnection], *script: int | BaseException) -> FakeConnection:
-    conn = FakeConnection(script)
-    made.append(conn)
-    return conn
-
-
-def test_loop_waits_for_each_state_until_ok(
-    rec: Recorder, fake_factory: list[FakeConnection]
-) -> None:
-    conn = fake(fake_factory, POLL_WRITE, POLL_READ, POLL_READ, POLL_OK)
+def test_loop_waits_for_each_state_until_ok(rec: Recorder, fakes: FakeFactory) -> None:
+    conn = fakes(POLL_WRITE, POLL_READ, POLL_READ, POLL_OK)
     make_wait_callback(rec.read, rec.write)(conn)
     fd = conn.fileno()
     assert rec.calls == [("write", fd, None), ("read", fd, None), ("read", fd, None)]
     assert conn.polls == 4
 
 
-def test_immediately_ok_does_not_wait(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
-    conn = fake(fake_factory, POLL_OK)
+def test_immediately_ok_does_not_wait(rec: Recorder, fakes: FakeFactory) -> None:
+    conn = fakes(POLL_OK)
     make_wait_callback(rec.read, rec.write)(conn)
     assert rec.calls == []
 
 
 @pytest.mark.parametrize("bad", [3, 42, -1])
 def test_unknown_poll_state_is_an_operational_error(
-    rec: Recorder, fake_factory: list[FakeConnection], bad: int
+    rec: Recorder, fakes: FakeFactory, bad: int
 ) -> None:
-    conn = fake(fake_factory, POLL_READ, bad)
+    conn = fakes(POLL_READ, bad)
     with pytest.raises(psycopg2.OperationalError, match=f"bad result from poll: {bad}"):
         make_wait_callback(rec.read, rec.write)(conn)
 
 
-def test_unknown_poll_state_with_a_deadline(
-    rec: Recorder, fake_factory: list[FakeConnection]
-) -> None:
-    conn = fake(fake_factory, 7)
+def test_unknown_poll_state_with_a_deadline(rec: Recorder, fakes: FakeFactory) -> None:
+    conn = fakes(7)
     with pytest.raises(psycopg2.OperationalError, match="bad result from poll: 7"):
         make_wait_callback(rec.read, rec.write)(conn, 5)
 
 
-def test_errors_from_poll_propagate_unchanged(
-    rec: Recorder, fake_factory: list[FakeConnection]
-) -> None:
+def test_errors_from_poll_propagate_unchanged(rec: Recorder, fakes: FakeFactory) -> None:
     error = psycopg2.OperationalError("server closed the connection unexpectedly")
-    conn = fake(fake_factory, POLL_READ, error)
+    conn = fakes(POLL_READ, error)
     with pytest.raises(psycopg2.OperationalError) as info:
         make_wait_callback(rec.read, rec.write)(conn)
     assert info.value is error
@@ -102,7 +80,7 @@ def test_not_a_connection_is_a_type_error(rec: Recorder, thing: object) -> None:
         make_wait_callback(rec.read, rec.write)(thing)  # type: ignore[arg-type]
 
 
-def test_exception_from_a_wait_propagates_unchanged(fake_factory: list[FakeConnection]) -> None:
+def test_exception_from_a_wait_propagates_unchanged(fakes: FakeFactory) -> None:
     """An interrupt thrown into the wait leaves as itself (psycopg2 then closes the connection)."""
 
     class Interrupt(BaseException):
@@ -110,40 +88,36 @@ def test_exception_from_a_wait_propagates_unchanged(fake_factory: list[FakeConne
 
     exc = Interrupt()
     rec = Recorder(exc=exc)
-    conn = fake(fake_factory, POLL_READ)
+    conn = fakes(POLL_READ)
     with pytest.raises(Interrupt) as info:
         make_wait_callback(rec.read, rec.write)(conn)
     assert info.value is exc
 
 
-def test_fileno_is_read_again_each_wait(rec: Recorder, fake_factory: list[FakeConnection]) -> None:
+def test_fileno_is_read_again_each_wait(rec: Recorder, fakes: FakeFactory) -> None:
     """libpq switches sockets while trying hosts: the fd must not be cached."""
-    first = fake(fake_factory, POLL_WRITE, POLL_READ, POLL_OK)
-    other = fake(fake_factory)
+    first = fakes(POLL_WRITE, POLL_READ, POLL_OK)
+    other = fakes()
     fds = iter([first.fileno(), other.fileno()])
     first.fileno = lambda: next(fds)  # type: ignore[method-assign]
     make_wait_callback(rec.read, rec.write)(first)
     assert [c[1] for c in rec.calls] == [first._a.fileno(), other.fileno()]
 
 
-def test_deadline_passes_the_remaining_time(
-    rec: Recorder, fake_factory: list[FakeConnection]
-) -> None:
-    conn = fake(fake_factory, POLL_READ, POLL_WRITE, POLL_OK)
+def test_deadline_passes_the_remaining_time(rec: Recorder, fakes: FakeFactory) -> None:
+    conn = fakes(POLL_READ, POLL_WRITE, POLL_OK)
     make_wait_callback(rec.read, rec.write)(conn, 10)
     assert [c[0] for c in rec.calls] == ["read", "write"]
     assert all(c[2] is not None and 9 < c[2] <= 10 for c in rec.calls)
 
 
-def test_context_timeout_applies_and_is_scoped(
-    rec: Recorder, fake_factory: list[FakeConnection]
-) -> None:
+def test_context_timeout_applies_and_is_scoped(rec: Recorder, fakes: FakeFactory) -> None:
     callback = make_wait_callback(rec.read, rec.write)
     with timeout(3):
-        callback(fake(fake_factory, POLL_READ, POLL_OK))
+        callback(fakes(POLL_READ, POLL_OK))
         with timeout(None):
-            callback(fake(fake_factory, POLL_READ, POLL_OK))
-    callback(fake(fake_factory, POLL_READ, POLL_OK))
+            callback(fakes(POLL_READ, POLL_OK))
+    callback(fakes(POLL_READ, POLL_OK))
     timeouts = [c[2] for c in rec.calls]
     assert timeouts[0] is not None
     assert 2 < timeouts[0] <= 3
@@ -156,9 +130,9 @@ def test_timeout_must_be_positive(bad: float) -> None:
         pass
 
 
-def test_timed_out_connect_is_an_operational_error(fake_factory: list[FakeConnection]) -> None:
+def test_timed_out_connect_is_an_operational_error(fakes: FakeFactory) -> None:
     rec = Recorder(ready=False)
-    conn = fake(fake_factory, POLL_WRITE)
+    conn = fakes(POLL_WRITE)
     conn.status = 0  # STATUS_SETUP: still connecting
     with pytest.raises(
         psycopg2.OperationalError, match=r"connection attempt timed out after 0\.5 s"
@@ -167,26 +141,26 @@ def test_timed_out_connect_is_an_operational_error(fake_factory: list[FakeConnec
 
 
 def test_timed_out_query_that_cannot_be_cancelled_closes(
-    fake_factory: list[FakeConnection],
+    fakes: FakeFactory,
 ) -> None:
     """A fake has no libpq connection to cancel: the error says the connection is closed."""
     rec = Recorder(ready=False)
-    conn = fake(fake_factory, POLL_READ)
+    conn = fakes(POLL_READ)
     with pytest.raises(psycopg2.OperationalError, match="could not be asked to cancel"):
         make_wait_callback(rec.read, rec.write)(conn, 0.1)
 
 
-def test_keep_connection_on_interrupt_needs_a_cancel(fake_factory: list[FakeConnection]) -> None:
+def test_keep_connection_on_interrupt_needs_a_cancel(fakes: FakeFactory) -> None:
     rec = Recorder(exc=KeyboardInterrupt())
-    conn = fake(fake_factory, POLL_READ)
+    conn = fakes(POLL_READ)
     callback = make_wait_callback(rec.read, rec.write, keep_connection_on=(KeyboardInterrupt,))
     with pytest.raises(psycopg2.OperationalError, match="could not be asked to cancel"):
         callback(conn)
 
 
-def test_interrupt_while_connecting_is_not_cancelled(fake_factory: list[FakeConnection]) -> None:
+def test_interrupt_while_connecting_is_not_cancelled(fakes: FakeFactory) -> None:
     rec = Recorder(exc=KeyboardInterrupt())
-    conn = fake(fake_factory, POLL_WRITE)
+    conn = fakes(POLL_WRITE)
     conn.status = 0
     callback = make_wait_callback(rec.read, rec.write, keep_connection_on=(KeyboardInterrupt,))
     with pytest.raises(psycopg2.OperationalError, match="connection attempt interrupted"):

@@ -34,3 +34,19 @@ class FakeConnection:
     def close(self) -> None:
         self._a.close()
         self._b.close()
+
+
+class FakeFactory:
+    """Makes scripted connections for one test (``fakes(POLL_READ, POLL_OK)``), closed after it."""
+
+    def __init__(self) -> None:
+        self.made: list[FakeConnection] = []
+
+    def __call__(self, *script: int | BaseException) -> FakeConnection:
+        conn = FakeConnection(script)
+        self.made.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.made:
+            conn.close()
