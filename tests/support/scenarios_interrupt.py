@@ -676,8 +676,20 @@ def native_threads(sched: Scheduler, dsn: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     done: list[bool] = []
 
+    def hub_here() -> bool:
+        """Whether this OS thread has a hub (the waits must not create one)."""
+        if sched.name == "gevent":
+            from gevent._hub_local import get_hub_if_exists
+
+            return get_hub_if_exists() is not None
+        from eventlet.hubs import _threadlocal
+
+        return getattr(_threadlocal, "hub", None) is not None
+
     def thread_main() -> None:
+        results["thread_hub_before"] = hub_here()
         results["thread"] = work()
+        results["thread_hub_after"] = hub_here()
         done.append(True)
 
     with heartbeat(sched, 0.005) as hb:

@@ -221,6 +221,10 @@ def test_native_threads_block_only_themselves(scheduler: str, run_green: RunGree
         assert 0.3 <= seen["elapsed"] < 2.0, seen
         assert 0.2 <= seen["deadline"] < 1.0, seen
         assert seen["after"] == 12, seen
+    # the plain thread waited with the C library's poll(2), not the patched green one, which
+    # would have created a hub (and its event loop) in that thread
+    assert out["thread_hub_before"] is False, out
+    assert out["thread_hub_after"] is False, out
     # the thread's 0.3 s query and 0.2 s deadline would show as a gap if they blocked the hub
     assert out["max_gap"] < WORST_GAP, out
     assert out["leaked"] == 0, out

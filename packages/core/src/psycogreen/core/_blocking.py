@@ -8,13 +8,38 @@ psycopg2 raises ``QueryCanceled`` and the connection stays usable after ``rollba
 
 from __future__ import annotations
 
+import importlib.util
 import math
-import select
+import select as _patchable
+from types import BuiltinFunctionType, ModuleType
 
 from psycogreen.core._poll import make_wait_callback
 from psycogreen.core._registry import register_backend
 
 __all__ = ["wait_callback"]
+
+
+def _own_select() -> ModuleType:
+    """The ``select`` module with its own C functions, even in a monkey-patched program.
+
+    The backends fall back on these waits in a thread that has no hub. gevent's and eventlet's
+    monkey-patching replace ``select.poll``/``select.select`` with green versions that wait on
+    the calling thread's hub, creating one (and its event loop) in a thread that had none
+    (gevent#1350). A module made afresh from the extension's spec has the original functions:
+    ``select`` is a multi-phase extension module (PEP 489), so this is a new instance.
+    """
+    wait = getattr(_patchable, "poll", None) or _patchable.select
+    if isinstance(wait, BuiltinFunctionType):
+        return _patchable  # not patched (or imported before the patching)
+    spec = importlib.util.find_spec("select")
+    if spec is None or spec.loader is None:  # pragma: no cover (select is always an extension)
+        return _patchable
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    return fresh
+
+
+select = _own_select()
 
 if hasattr(select, "poll"):
     _READ = select.POLLIN | select.POLLERR | select.POLLHUP
