@@ -10,11 +10,13 @@ polls ``pg_stat_activity`` on a separate connection until the backend is no long
 for a black-holed server, until the interrupt reaches the interrupted code).
 
 Cases: a scheduler ``Timeout``; a kill; psycogreen's deadline (``psycogreen.core.timeout``);
-psycopg2's own ``conn.cancel()`` called from another greenlet (for comparison: it blocks, with
-the GIL held, for the round trip). Then the same server black-holed (a frozen TCP proxy: the
-cancel request goes unanswered too): psycogreen's cancel gives up after its bound (0.5 s here)
-while the hub keeps running; psycopg2's ``conn.cancel()`` blocks the whole process until the
-network comes back (after 1 s here: the proxy thaws by itself).
+``conn.cancel()`` called from another greenlet, psycogreen's (a patched ``psycopg2.connect``
+returns connections whose ``cancel()`` goes through the scheduler) and psycopg2's own
+(``psycopg2.extensions.connection.cancel(conn)``, for comparison: it blocks, with the GIL held,
+for the round trip). Then the same server black-holed (a frozen TCP proxy: the cancel request
+goes unanswered too): psycogreen's cancel gives up after its bound (0.5 s here) while the hub
+keeps running; psycopg2's ``conn.cancel()`` blocks the whole process until the network comes
+back (after 1 s here: the proxy thaws by itself).
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ CASES = (
     "Timeout",
     "kill",
     "psycogreen deadline",
+    "psycogreen conn.cancel()",
     "psycopg2 conn.cancel()",
     "black-holed: Timeout",
+    "black-holed: psycogreen conn.cancel()",
     "black-holed: psycopg2 conn.cancel()",
 )
 
@@ -130,16 +134,25 @@ def _child(dsn: str, runs: int) -> dict[str, Any]:
         marks["interrupt"] = time.perf_counter()
         if case == "kill":
             sched.kill(task)
-        elif case.endswith("conn.cancel()"):
+        elif case.endswith("psycopg2 conn.cancel()"):
             if blackholed:
                 # the network comes back after 1 s; until then conn.cancel() blocks the whole
                 # process, GIL held: the proxy thaws by itself
                 proxy.thaw_after(1.0)
-            conn.cancel()
+            psycopg2.extensions.connection.cancel(conn)
+        elif case.endswith("psycogreen conn.cancel()"):
+            try:
+                conn.cancel()
+            except psycopg2.OperationalError:
+                # black-holed: given up after the cancel bound, the hub running meanwhile;
+                # the network comes back, and the cancel is sent again
+                marks["gave_up"] = time.perf_counter()
+                proxy.thaw()
+                conn.cancel()
         settle: float | None = None
         if blackholed:
             sched.join([task])
-            if not case.endswith("conn.cancel()"):
+            if not case.endswith("psycopg2 conn.cancel()"):
                 proxy.thaw()
         else:
             while active(pid) and time.perf_counter() - marks["interrupt"] < 5:

@@ -872,6 +872,55 @@ def blackhole(
     return {"runs": runs, **_summary(runs), "leaked": watcher.leaked()}
 
 
+def cancel_blackholed(sched: Scheduler, dsn: str, cancel_timeout: float = 0.5) -> dict[str, Any]:
+    """conn.cancel() to a server that does not answer: it gives up at the cancel timeout while
+    the hub keeps ticking; once the server answers again, it cancels the query."""
+    from psycogreen import core
+
+    _patch(sched)
+    core.set_cancel_timeout(cancel_timeout)
+    watcher = Watcher(sched, dsn)
+    out: dict[str, Any] = {}
+    with Proxy(*_server(dsn)) as proxy:
+        conn = psycopg2.connect(_dsn(dsn, proxy.port))
+        pid = conn.get_backend_pid()
+        state: dict[str, Any] = {}
+
+        def slow() -> None:
+            try:
+                conn.cursor().execute("SELECT pg_sleep(10)")
+            except psycopg2.Error as exc:
+                state["error"] = type(exc).__name__
+            state["at"] = time.perf_counter()
+
+        task = sched.spawn(slow)
+        sched.sleep(0.1)
+        proxy.freeze()
+        with heartbeat(sched, 0.005) as hb:
+            start = time.perf_counter()
+            try:
+                conn.cancel()
+            except psycopg2.OperationalError as exc:
+                out["frozen"] = [type(exc).__name__, str(exc)]
+            out["frozen_elapsed"] = time.perf_counter() - start
+        out["max_gap"] = max(hb.gaps, default=0.0)
+        proxy.thaw()
+        start = time.perf_counter()
+        conn.cancel()
+        sched.join([task])
+        out["error"] = state.get("error")
+        out["delay"] = state["at"] - start
+        out["closed"] = conn.closed
+        conn.rollback()
+        cur = conn.cursor()
+        cur.execute("SELECT 7")
+        out["after"] = cur.fetchone()[0]
+        conn.close()
+        out["backend_gone"] = watcher.gone(pid)
+    out["leaked"] = watcher.leaked()
+    return out
+
+
 def _blackhole_once(
     sched: Scheduler, dsn: str, watcher: Watcher, proxy: Proxy, how: str
 ) -> dict[str, Any]:

@@ -257,6 +257,24 @@ def test_timeout_storm(scheduler: str, run_green: RunGreen) -> None:
     assert out["leaked"] == 0, out
 
 
+def test_cancel_to_a_blackholed_server_does_not_block(scheduler: str, run_green: RunGreen) -> None:
+    """conn.cancel() on a guarded connection goes through the scheduler: against a server that
+    does not answer it gives up at the cancel timeout (psycopg2's own would hold the GIL until
+    the network answers), and it cancels the query once the server answers again."""
+    out = run_green(scheduler, S + "cancel_blackholed", cancel_timeout=0.5)
+    kind, message = out["frozen"]
+    assert kind == "OperationalError", out
+    assert "did not take it within 0.5 s" in message, out
+    assert 0.5 <= out["frozen_elapsed"] < 0.5 + 0.25, out
+    assert out["max_gap"] < WORST_GAP, out
+    assert out["error"] == "QueryCanceled", out
+    assert out["delay"] < 1.0, out
+    assert out["closed"] == 0, out
+    assert out["after"] == 7, out
+    assert out["backend_gone"] is True, out
+    assert out["leaked"] == 0, out
+
+
 @pytest.mark.parametrize("how", ["timeout", "deadline", "kill"])
 def test_blackholed_server(scheduler: str, run_green: RunGreen, how: str) -> None:
     """The server stops answering mid-query and so does the cancel (same address): the timeout

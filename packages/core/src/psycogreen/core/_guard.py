@@ -26,6 +26,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from psycogreen.core import _cancel, _libpq, _poll, _registry
 from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._poll import current_task, inflight
 
@@ -77,6 +78,21 @@ def _refuse(conn: object, operation: str) -> None:
     raise ConnectionBusyError(message)
 
 
+def _cancel_waits() -> tuple[Any, Any] | None:
+    """The waits a cancel request goes through: those of the installed psycogreen callback.
+
+    ``None`` (psycopg2's own ``cancel()``) without a wait callback, under one psycogreen does
+    not know, and under uWSGI, whose waits only work inside a request's own context.
+    """
+    callback = psycopg2.extensions.get_wait_callback()
+    if callback is None:
+        return None
+    scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
+    if scheduler in {None, "uwsgi"}:
+        return None
+    return _registry.waits_for(scheduler)
+
+
 def _root(task: object) -> object:
     """The main greenlet of ``task``'s thread.
 
@@ -119,6 +135,38 @@ class GuardedConnection(_Connection):
         if inflight:
             _refuse(self, "close()")
         _Connection.close(self)
+
+    def cancel(self) -> None:
+        """psycopg2's ``cancel()``, sent without blocking the scheduler.
+
+        psycopg2's own calls ``PQcancel()`` holding the GIL: a round trip to the server during
+        which no greenlet runs, for minutes if the server is unreachable
+        (``connection_type.c: psyco_conn_cancel``). Under psycogreen's gevent, eventlet or
+        scheduler-free callback the request is sent by core instead, through the scheduler,
+        bounded by :func:`~psycogreen.core.set_cancel_timeout`. Allowed while another
+        greenlet's operation is in flight: it is how that operation is stopped.
+
+        :raises psycopg2.OperationalError: the request could not be sent, or the server did
+            not take it within the cancel timeout.
+        """
+        waits = _cancel_waits()
+        lib = _libpq.load() if waits is not None else None
+        if (
+            waits is None
+            or lib is None
+            or self.closed
+            or self.status == psycopg2.extensions.STATUS_PREPARED
+            or _libpq.pgconn(self, lib) is None
+        ):
+            _Connection.cancel(self)  # psycopg2's own, with its checks and messages
+            return
+        bound = _poll._cancel_timeout  # noqa: SLF001 (core's one setting)
+        if not _cancel.cancel(self, *waits, bound):
+            message = (
+                "psycogreen: the cancel request failed or the server did not take it within "
+                f"{bound:g} s"
+            )
+            raise psycopg2.OperationalError(message)
 
     def reset(self) -> None:
         """psycopg2's ``reset()``, refused while another greenlet uses the connection."""
