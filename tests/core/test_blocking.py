@@ -34,3 +34,15 @@ def test_file_descriptors_above_1023(run_green: RunGreen) -> None:
     out = run_green("none", "scenarios_core:many_fds")
     assert out["fileno"] > 1023
     assert out["value"] == 9
+
+
+def test_cancel_from_another_thread(run_green: RunGreen) -> None:
+    out = run_green("none", "scenarios_core:blocking_cancel_from_a_thread")
+    assert out["class"] == "GuardedConnection"
+    assert out["error"] == "QueryCanceled"
+    assert out["delay"] < 1.0, out
+    assert out["closed"] == 0
+    assert out["after"] == 6
+    assert out["core_requests"] == [True, True], out
+    assert out["unpatched"] == 8
+    assert out["core_requests_unpatched"] == 2, out

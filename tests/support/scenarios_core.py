@@ -114,3 +114,53 @@ def foreign_callbacks(sched: Scheduler, dsn: str, legacy: str) -> dict[str, Any]
         except core.PatchConflictError as exc:
             out["legacy_conflict"] = str(exc)
     return out
+
+
+def blocking_cancel_from_a_thread(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """conn.cancel() from another thread under the scheduler-free callback: core's request,
+    waited for with poll(2) (the GIL released), cancels the query; without any callback,
+    psycopg2's own cancel() runs."""
+    import threading
+
+    from psycogreen.core import _cancel
+
+    sent: list[bool] = []
+    request = _cancel.cancel
+
+    def counting(*args: Any) -> bool:
+        sent.append(request(*args))
+        return sent[-1]
+
+    _cancel.cancel = counting  # which cancel ran: core's request, or psycopg2's PQcancel()
+    core.patch_psycopg("blocking")
+    conn = psycopg2.connect(dsn)
+    out: dict[str, Any] = {"class": type(conn).__name__}
+
+    def query() -> None:
+        try:
+            conn.cursor().execute("SELECT pg_sleep(5)")
+        except psycopg2.Error as exc:
+            out["error"] = type(exc).__name__
+        out["at"] = time.perf_counter()
+
+    thread = threading.Thread(target=query)
+    thread.start()
+    time.sleep(0.2)
+    start = time.perf_counter()
+    conn.cancel()
+    thread.join()
+    out["delay"] = out["at"] - start
+    out["closed"] = conn.closed
+    conn.rollback()
+    cur = conn.cursor()
+    cur.execute("SELECT 6")
+    out["after"] = cur.fetchone()[0]
+    conn.cancel()  # idle: the server ignores it
+    out["core_requests"] = list(sent)
+    core.unpatch()
+    conn.cancel()  # no callback any more: psycopg2's own
+    out["core_requests_unpatched"] = len(sent)
+    cur.execute("SELECT 8")
+    out["unpatched"] = cur.fetchone()[0]
+    conn.close()
+    return out
