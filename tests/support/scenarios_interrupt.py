@@ -921,6 +921,66 @@ def cancel_blackholed(sched: Scheduler, dsn: str, cancel_timeout: float = 0.5) -
     return out
 
 
+def cancel_from_the_loop(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """conn.cancel() run by the hub itself (a loop callback, as a signal handler may be): the
+    hub cannot wait on itself, so psycopg2's blocking cancel is used, and it works."""
+    _patch(sched)
+    conn = psycopg2.connect(_dsn(dsn))
+    state: dict[str, Any] = {}
+
+    def slow() -> None:
+        try:
+            conn.cursor().execute("SELECT pg_sleep(5)")
+        except psycopg2.Error as exc:
+            state["error"] = type(exc).__name__
+        state["at"] = time.perf_counter()
+
+    def in_the_loop() -> None:
+        from greenlet import getcurrent
+
+        state["in_hub"] = getcurrent() is hub_greenlet()
+        state["start"] = time.perf_counter()
+        try:
+            conn.cancel()
+        except BaseException as exc:
+            state["cancel_error"] = repr(exc)
+
+    if sched.name == "gevent":
+        import gevent
+
+        def hub_greenlet() -> Any:
+            return gevent.get_hub()
+
+        def call_in_loop() -> None:
+            gevent.get_hub().loop.run_callback(in_the_loop)
+    else:
+        from eventlet import hubs
+
+        def hub_greenlet() -> Any:
+            return hubs.get_hub().greenlet
+
+        def call_in_loop() -> None:
+            hubs.get_hub().schedule_call_global(0, in_the_loop)
+
+    task = sched.spawn(slow)
+    sched.sleep(0.1)
+    call_in_loop()
+    sched.join([task])
+    out = {
+        "in_hub": state.get("in_hub"),
+        "cancel_error": state.get("cancel_error"),
+        "error": state.get("error"),
+        "delay": state["at"] - state["start"],
+        "closed": conn.closed,
+    }
+    conn.rollback()
+    cur = conn.cursor()
+    cur.execute("SELECT 9")
+    out["after"] = cur.fetchone()[0]
+    conn.close()
+    return out
+
+
 def _blackhole_once(
     sched: Scheduler, dsn: str, watcher: Watcher, proxy: Proxy, how: str
 ) -> dict[str, Any]:

@@ -275,6 +275,18 @@ def test_cancel_to_a_blackholed_server_does_not_block(scheduler: str, run_green:
     assert out["leaked"] == 0, out
 
 
+def test_cancel_run_by_the_hub_itself(scheduler: str, run_green: RunGreen) -> None:
+    """The hub cannot wait on itself: conn.cancel() from a loop callback (or a signal handler
+    the hub runs) uses psycopg2's blocking cancel instead of failing."""
+    out = run_green(scheduler, S + "cancel_from_the_loop")
+    assert out["in_hub"] is True, out
+    assert out["cancel_error"] is None, out
+    assert out["error"] == "QueryCanceled", out
+    assert out["delay"] < 1.0, out
+    assert out["closed"] == 0, out
+    assert out["after"] == 9, out
+
+
 @pytest.mark.parametrize("how", ["timeout", "deadline", "kill"])
 def test_blackholed_server(scheduler: str, run_green: RunGreen, how: str) -> None:
     """The server stops answering mid-query and so does the cancel (same address): the timeout

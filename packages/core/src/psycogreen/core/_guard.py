@@ -82,13 +82,15 @@ def _cancel_waits() -> tuple[Any, Any] | None:
     """The waits a cancel request goes through: those of the installed psycogreen callback.
 
     ``None`` (psycopg2's own ``cancel()``) without a wait callback, under one psycogreen does
-    not know, and under uWSGI, whose waits only work inside a request's own context.
+    not know, under uWSGI, whose waits only work inside a request's own context, and inside
+    the scheduler's own loop (a signal handler the hub happens to run), which cannot wait on
+    itself: psycopg2's cancel blocks for the round trip there, but it works.
     """
     callback = psycopg2.extensions.get_wait_callback()
     if callback is None:
         return None
     scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
-    if scheduler in {None, "uwsgi"}:
+    if scheduler in {None, "uwsgi"} or not _registry.can_wait(scheduler):
         return None
     return _registry.waits_for(scheduler)
 

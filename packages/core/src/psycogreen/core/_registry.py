@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 
 from psycogreen.core._compat import check_psycopg
 from psycogreen.core._errors import PatchConflictError
@@ -19,6 +20,7 @@ from psycogreen.core._psycopg3 import warn_if_psycopg_blocks
 from psycogreen.core._types import WaitCallback, WaitFunc
 
 __all__ = [
+    "can_wait",
     "current_scheduler",
     "is_patched",
     "patch",
@@ -31,6 +33,8 @@ _backends: dict[str, WaitCallback] = {}
 # The (wait_read, wait_write) pair each backend's callback is built from: code that drives libpq
 # itself (COPY) must wait through the same scheduler as the installed callback.
 _waits: dict[str, tuple[WaitFunc, WaitFunc]] = {}
+# Whether the calling code can wait through the scheduler (not inside the scheduler's own loop).
+_can_wait: dict[str, Callable[[], bool]] = {}
 _lock = threading.Lock()
 
 # Callbacks of other projects that do what psycogreen's do, for the same scheduler: patching
@@ -48,6 +52,7 @@ def register_backend(
     callback: WaitCallback,
     *,
     waits: tuple[WaitFunc, WaitFunc] | None = None,
+    can_wait: Callable[[], bool] | None = None,
 ) -> None:
     """Make ``callback`` known as psycogreen's wait callback for ``scheduler``.
 
@@ -55,13 +60,24 @@ def register_backend(
     installs it directly with ``set_wait_callback()`` (the 1.x way).
 
     :param waits: the ``(wait_read, wait_write)`` the callback is built from, for the code
-        that waits on libpq itself (COPY); a backend without them cannot run COPY.
+        that waits on libpq itself (COPY, ``cancel()``); a backend without them cannot run COPY.
+    :param can_wait: whether the calling code can wait through the scheduler right now; false
+        inside the scheduler's own loop (a hub callback, a signal handler run by the hub),
+        where ``cancel()`` then falls back on psycopg2's blocking one. Always true if omitted.
 
     .. versionadded:: 1.0
     """
     _backends[scheduler] = callback
     if waits is not None:
         _waits[scheduler] = waits
+    if can_wait is not None:
+        _can_wait[scheduler] = can_wait
+
+
+def can_wait(scheduler: str) -> bool:
+    """Whether the calling code can wait through ``scheduler``'s waits now."""
+    check = _can_wait.get(scheduler)
+    return check is None or check()
 
 
 def waits_for(scheduler: str | None) -> tuple[WaitFunc, WaitFunc] | None:

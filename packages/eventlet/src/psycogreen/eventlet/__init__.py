@@ -75,7 +75,18 @@ def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
 eventlet_wait_callback = make_wait_callback(
     _wait_read, _wait_write, name="eventlet_wait_callback", module=__name__
 )
-register_backend("eventlet", eventlet_wait_callback, waits=(_wait_read, _wait_write))
+
+
+def _can_wait() -> bool:
+    # The hub's greenlet cannot switch to itself (eventlet: "do not call blocking functions
+    # from the mainloop"): code it runs directly (a timer, a signal handler) cannot wait.
+    hub = getattr(_threadlocal, "hub", None)
+    return hub is None or hub.greenlet is not getcurrent()
+
+
+register_backend(
+    "eventlet", eventlet_wait_callback, waits=(_wait_read, _wait_write), can_wait=_can_wait
+)
 
 
 def patch_psycopg(*, force: bool = False) -> None:

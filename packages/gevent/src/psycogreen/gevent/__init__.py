@@ -96,7 +96,18 @@ def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
 gevent_wait_callback = make_wait_callback(
     _wait_read, _wait_write, name="gevent_wait_callback", module=__name__
 )
-register_backend("gevent", gevent_wait_callback, waits=(_wait_read, _wait_write))
+
+
+def _can_wait() -> bool:
+    # The hub cannot switch to itself: code it runs directly (a loop callback, a signal
+    # handler) cannot wait through it.
+    hub = get_hub_if_exists()
+    return hub is None or getcurrent() is not hub
+
+
+register_backend(
+    "gevent", gevent_wait_callback, waits=(_wait_read, _wait_write), can_wait=_can_wait
+)
 
 
 def patch_psycopg(*, force: bool = False) -> None:
