@@ -229,6 +229,20 @@ def _native(sched: Scheduler) -> tuple[Callable[..., Any], Callable[[float], Non
     return original("_thread").start_new_thread, original("time").sleep
 
 
+def _spawn_sleeper(sched: Scheduler, conn: Any, state: dict[str, Any], seconds: float) -> Any:
+    """A task running ``pg_sleep(seconds)`` on ``conn``; ``state`` gets the error's class name
+    (``"error"``) and when the task ended (``"at"``)."""
+
+    def sleeper() -> None:
+        try:
+            conn.cursor().execute("SELECT pg_sleep(%s)", (seconds,))
+        except psycopg2.Error as exc:
+            state["error"] = type(exc).__name__
+        state["at"] = time.perf_counter()
+
+    return sched.spawn(sleeper)
+
+
 def _throw(sched: Scheduler, task: Any, exc: type[BaseException]) -> None:
     if sched.name == "gevent":
         task.kill(exc, block=False)
@@ -566,14 +580,7 @@ def misuse(
     conn.autocommit = False
     state: dict[str, Any] = {}
 
-    def slow() -> None:
-        try:
-            conn.cursor().execute("SELECT pg_sleep(5)")
-        except psycopg2.Error as exc:
-            state["error"] = type(exc).__name__
-        state["at"] = time.perf_counter()
-
-    task = sched.spawn(slow)
+    task = _spawn_sleeper(sched, conn, state, 5)
     sched.sleep(0.1)
     start = time.perf_counter()
     conn.cancel()
@@ -886,14 +893,7 @@ def cancel_blackholed(sched: Scheduler, dsn: str, cancel_timeout: float = 0.5) -
         pid = conn.get_backend_pid()
         state: dict[str, Any] = {}
 
-        def slow() -> None:
-            try:
-                conn.cursor().execute("SELECT pg_sleep(10)")
-            except psycopg2.Error as exc:
-                state["error"] = type(exc).__name__
-            state["at"] = time.perf_counter()
-
-        task = sched.spawn(slow)
+        task = _spawn_sleeper(sched, conn, state, 10)
         sched.sleep(0.1)
         proxy.freeze()
         with heartbeat(sched, 0.005) as hb:
@@ -928,13 +928,6 @@ def cancel_from_the_loop(sched: Scheduler, dsn: str) -> dict[str, Any]:
     conn = psycopg2.connect(_dsn(dsn))
     state: dict[str, Any] = {}
 
-    def slow() -> None:
-        try:
-            conn.cursor().execute("SELECT pg_sleep(5)")
-        except psycopg2.Error as exc:
-            state["error"] = type(exc).__name__
-        state["at"] = time.perf_counter()
-
     def in_the_loop() -> None:
         from greenlet import getcurrent
 
@@ -962,7 +955,7 @@ def cancel_from_the_loop(sched: Scheduler, dsn: str) -> dict[str, Any]:
         def call_in_loop() -> None:
             hubs.get_hub().schedule_call_global(0, in_the_loop)
 
-    task = sched.spawn(slow)
+    task = _spawn_sleeper(sched, conn, state, 5)
     sched.sleep(0.1)
     call_in_loop()
     sched.join([task])

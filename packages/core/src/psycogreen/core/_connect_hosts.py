@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from psycogreen.core._compat import check_psycopg
-from psycogreen.core._hostsfile import answered_locally
+from psycogreen.core._hostsfile import answered_locally, is_address
 from psycogreen.core._timeout import current_timeout, timeout
 
 if TYPE_CHECKING:
@@ -533,13 +533,7 @@ def _needs_resolving(host: str) -> bool:
     if not host or _is_socket(host):
         return False
     # A numeric address: libpq's getaddrinfo() does not block on it.
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host.partition("%")[0])  # "%": an IPv6 zone
-        except (OSError, ValueError):
-            continue
-        return False
-    return True
+    return not is_address(host)
 
 
 def _is_socket(host: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-__all__ = ["answered_locally"]
+__all__ = ["answered_locally", "is_address"]
 
 HOSTS = Path("/etc/hosts")
 NSSWITCH = Path("/etc/nsswitch.conf")
@@ -68,17 +68,18 @@ def _read() -> frozenset[str]:
                 fields = raw.partition("#")[0].split()
                 # An address, then its names; glibc skips a line whose address it cannot
                 # parse, and would then ask the next source (DNS) for those names.
-                if len(fields) >= 2 and _is_address(fields[0]):
+                if len(fields) >= 2 and is_address(fields[0]):
                     names.update(name.lower() for name in fields[1:])
     except OSError:
         return frozenset()
     return frozenset(names)
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
+    """Whether ``text`` is a numeric IPv4 or IPv6 address (with an optional ``%zone``)."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, text.partition("%")[0])
+            socket.inet_pton(family, text.partition("%")[0])  # "%": an IPv6 zone
         except (OSError, ValueError):
             continue
         return True
