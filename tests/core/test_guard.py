@@ -28,7 +28,8 @@ from psycogreen.core import (
     _cancel,
     _connect,
     _guard,
-    _poll,
+    _inflight,
+    _timeout,
     get_timeout,
     guarded_connection_class,
     guarded_cursor_class,
@@ -47,12 +48,12 @@ def test_the_callback_marks_the_connection_in_flight(fakes: FakeFactory) -> None
     seen: list[object] = []
 
     def wait(fd: int, timeout: float | None = None, /) -> bool:
-        seen.append(_poll.inflight.get(id(conn)))
+        seen.append(_inflight.inflight.get(id(conn)))
         return True
 
     make_wait_callback(wait, wait)(conn)
     assert seen == [greenlet.getcurrent()]
-    assert id(conn) not in _poll.inflight
+    assert id(conn) not in _inflight.inflight
 
 
 def test_the_mark_goes_when_the_wait_raises(fakes: FakeFactory) -> None:
@@ -63,15 +64,15 @@ def test_the_mark_goes_when_the_wait_raises(fakes: FakeFactory) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         make_wait_callback(wait, wait)(conn)
-    assert id(conn) not in _poll.inflight
+    assert id(conn) not in _inflight.inflight
 
 
 def _in_flight(conn: object, owner: object) -> Iterator[None]:
-    _poll.inflight[id(conn)] = owner
+    _inflight.inflight[id(conn)] = owner
     try:
         yield
     finally:
-        del _poll.inflight[id(conn)]
+        del _inflight.inflight[id(conn)]
 
 
 def test_another_greenlet_of_this_thread_is_refused() -> None:
@@ -79,18 +80,18 @@ def test_another_greenlet_of_this_thread_is_refused() -> None:
     owner = greenlet.greenlet(lambda: None)  # never run: a greenlet of this thread
     for _ in _in_flight(conn, owner):
         with pytest.raises(ConnectionBusyError, match=r"^commit\(\) cannot run now") as info:
-            _guard._refuse(conn, "commit()")
+            _guard.refuse(conn, "commit()")
     assert isinstance(info.value, psycopg2.ProgrammingError)
     assert repr(owner) in str(info.value)
 
 
 def test_the_owner_itself_and_idle_connections_pass() -> None:
     conn = object()
-    _guard._refuse(conn, "commit()")  # idle
+    _guard.refuse(conn, "commit()")  # idle
     for _ in _in_flight(conn, greenlet.getcurrent()):
-        _guard._refuse(conn, "commit()")
+        _guard.refuse(conn, "commit()")
     for _ in _in_flight(conn, None):  # no greenlets in that process: threads only
-        _guard._refuse(conn, "commit()")
+        _guard.refuse(conn, "commit()")
 
 
 def test_a_greenlet_of_another_thread_is_left_to_psycopg2s_mutex() -> None:
@@ -100,7 +101,7 @@ def test_a_greenlet_of_another_thread_is_left_to_psycopg2s_mutex() -> None:
     thread.start()
     thread.join()
     for _ in _in_flight(conn, made[0]):
-        _guard._refuse(conn, "commit()")  # psycopg2 would make this thread wait: correct
+        _guard.refuse(conn, "commit()")  # psycopg2 would make this thread wait: correct
 
 
 # --- guarded classes ------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_connect_guards_the_factory_and_takes_its_own_option(
     made = MyConnectionStub()
 
     def raw(dsn: str | None, **kwargs: Any) -> Any:
-        seen.update(kwargs, dsn=dsn, timeout=_poll.block_timeout())
+        seen.update(kwargs, dsn=dsn, timeout=_timeout.block_timeout())
         return made
 
     monkeypatch.setattr(_connect, "raw_connect", raw)
@@ -251,7 +252,7 @@ def test_a_connection_deadline_does_not_keep_the_connection_alive() -> None:
     del conn
     gc.collect()
     assert ref() is None
-    assert not _poll.connection_timeouts
+    assert not _timeout.connection_timeouts
 
 
 @pytest.mark.parametrize("bad", [0, -1])
@@ -272,10 +273,14 @@ def test_a_second_interrupt_during_the_cancel_propagates(
     def wait(fd: int, timeout: float | None = None, /) -> bool:
         raise first
 
-    def cancel(*args: object) -> bool:
-        raise KeyboardInterrupt
+    class Request:  # a second interrupt arrives while the cancel request is being sent
+        def send(self, *args: object) -> bool:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cancel, "cancel", cancel)
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(_cancel, "prepare", lambda conn: Request())
     with pytest.raises(KeyboardInterrupt) as info:
         make_wait_callback(wait, wait)(conn)
     assert info.value.__context__ is first
@@ -289,10 +294,14 @@ def test_a_failing_cancel_does_not_hide_the_interrupt(
     def wait(fd: int, timeout: float | None = None, /) -> bool:
         raise TimeoutError
 
-    def cancel(*args: object) -> bool:
-        raise OSError
+    class Request:
+        def send(self, *args: object) -> bool:
+            raise OSError
 
-    monkeypatch.setattr(_cancel, "cancel", cancel)
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(_cancel, "prepare", lambda conn: Request())
     with pytest.raises(TimeoutError):
         make_wait_callback(wait, wait)(conn)
 

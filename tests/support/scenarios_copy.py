@@ -533,7 +533,7 @@ def same_connection(sched: Scheduler, dsn: str, table: str, guarded: bool) -> di
 
 def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
     """Where COPY cannot be cooperative, a clear error, never a silent block."""
-    from psycogreen.core import _copy_libpq, _registry
+    from psycogreen.core import _copy_libpq
 
     backend = _patch(sched)
     conn = _connect(dsn, autocommit=True)
@@ -551,12 +551,10 @@ def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
     psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
     attempt("foreign")
 
-    # uWSGI's backend registers no waits: simulated with a registered callback without them
-    def uwsgi_wait_callback(conn: Any, timeout: float | None = None) -> None:
-        psycopg2.extras.wait_select(conn)
+    # uWSGI's backend refuses COPY (its record says why); importable outside uWSGI
+    import psycogreen.uwsgi
 
-    _registry.register_backend("uwsgi", uwsgi_wait_callback)
-    psycopg2.extensions.set_wait_callback(uwsgi_wait_callback)
+    psycopg2.extensions.set_wait_callback(psycogreen.uwsgi.uwsgi_wait_callback)
     attempt("uwsgi")
     core.unpatch()
     backend.patch_psycopg()

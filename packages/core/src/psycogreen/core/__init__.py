@@ -2,9 +2,10 @@
 """psycogreen-core: run psycopg2 under coroutine schedulers behind its blocking API.
 
 Core holds the one poll state machine psycopg2's wait callback runs, the patch registry, the
-run-time checks of psycopg2, and a scheduler-free callback. The backends
-(``psycogreen.gevent``, ``psycogreen.eventlet``, ``psycogreen.uwsgi``) only supply the waits.
-Core never imports a scheduler.
+run-time checks of psycopg2, and a scheduler-free callback. A backend supplies its scheduler's
+primitives in one record (:mod:`psycogreen.core.backend`). Core never imports a scheduler.
+
+This module holds what an application uses; backend authors use :mod:`psycogreen.core.backend`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from psycogreen.core.__about__ import __version__
 from psycogreen.core._blocking import wait_callback
+from psycogreen.core._cancel import set_cancel_timeout
 from psycogreen.core._compat import check_psycopg
-from psycogreen.core._copy import (
-    CopyCursorMixin,
-    CopyUnavailableError,
-    copy_expert,
-    copy_from,
-    copy_to,
-)
 from psycogreen.core._detect import SCHEDULERS, detect_scheduler, get_backend
 from psycogreen.core._errors import (
     PatchConflictError,
@@ -30,26 +25,28 @@ from psycogreen.core._errors import (
     PsycopgNotFoundError,
     SchedulerNotFoundError,
 )
-from psycogreen.core._poll import make_wait_callback, set_cancel_timeout
+from psycogreen.core._patch import current_scheduler, is_patched, patch, unpatch
+from psycogreen.core._poll import make_wait_callback
 from psycogreen.core._psycopg3 import (
     PsycopgBlockingWarning,
     psycopg_blocking_reason,
     warn_if_psycopg_blocks,
 )
-from psycogreen.core._registry import (
-    current_scheduler,
-    is_patched,
-    patch,
-    register_backend,
-    unpatch,
-)
 from psycogreen.core._timeout import get_timeout, set_timeout, timeout
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
+from psycogreen.core.backend import register_backend
 
 if TYPE_CHECKING:
+    from psycogreen.core._busy import ConnectionBusyError
     from psycogreen.core._connect import connect
+    from psycogreen.core._copy import (
+        CopyCursorMixin,
+        CopyUnavailableError,
+        copy_expert,
+        copy_from,
+        copy_to,
+    )
     from psycogreen.core._guard import (
-        ConnectionBusyError,
         GuardedConnection,
         GuardedCursor,
         GuardedNamedCursor,
@@ -101,10 +98,15 @@ __all__ = [
 ]
 
 
-# Names whose modules import psycopg2 (a subclass of its connection, its exceptions): loaded on
-# first use, so that importing core does not import psycopg2.
+# Names whose modules import psycopg2 (a subclass of its connection, its exceptions) or load
+# libpq: loaded on first use, so that importing core imports neither.
 _LAZY = {
-    "ConnectionBusyError": "psycogreen.core._guard",
+    "ConnectionBusyError": "psycogreen.core._busy",
+    "CopyCursorMixin": "psycogreen.core._copy",
+    "CopyUnavailableError": "psycogreen.core._copy",
+    "copy_expert": "psycogreen.core._copy",
+    "copy_from": "psycogreen.core._copy",
+    "copy_to": "psycogreen.core._copy",
     "GuardedConnection": "psycogreen.core._guard",
     "GuardedCursor": "psycogreen.core._guard",
     "GuardedNamedCursor": "psycogreen.core._guard",

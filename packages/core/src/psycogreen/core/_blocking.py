@@ -1,78 +1,25 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""A scheduler-free wait callback, for programs with no coroutine scheduler.
+"""The scheduler-free backend, for programs with no coroutine scheduler.
 
-It waits with ``poll(2)`` (no 1023 fd limit, unlike ``select()`` in
-``psycopg2.extras.wait_select``) and turns Ctrl-C during a query into a server-side cancel:
-psycopg2 raises ``QueryCanceled`` and the connection stays usable after ``rollback()``.
+It waits with ``poll(2)`` and turns Ctrl-C during a query into a server-side cancel: psycopg2
+raises ``QueryCanceled`` and the connection stays usable after ``rollback()``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import select as _patchable
-from types import BuiltinFunctionType, ModuleType
-
-from psycogreen.core._poll import make_wait_callback
+from psycogreen.core._backend import Backend
 from psycogreen.core._registry import register_backend
+from psycogreen.core._waits import wait_read, wait_write
 
-__all__ = ["wait_callback"]
+__all__ = ["BLOCKING", "wait_callback"]
 
-
-def _own_select() -> ModuleType:
-    """The ``select`` module with its own C functions, even in a monkey-patched program.
-
-    The backends fall back on these waits in a thread that has no hub. gevent's and eventlet's
-    monkey-patching replace ``select.poll``/``select.select`` with green versions that wait on
-    the calling thread's hub, creating one (and its event loop) in a thread that had none
-    (gevent#1350). A module made afresh from the extension's spec has the original functions:
-    ``select`` is a multi-phase extension module (PEP 489), so this is a new instance.
-    """
-    wait = getattr(_patchable, "poll", None) or _patchable.select
-    if isinstance(wait, BuiltinFunctionType):
-        return _patchable  # not patched (or imported before the patching)
-    spec = importlib.util.find_spec("select")
-    if spec is None or spec.loader is None:  # pragma: no cover (select is always an extension)
-        return _patchable
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)
-    return fresh
-
-
-select = _own_select()
-
-if hasattr(select, "poll"):
-    _READ = select.POLLIN | select.POLLERR | select.POLLHUP
-    _WRITE = select.POLLOUT | select.POLLERR | select.POLLHUP
-
-    def _wait(fd: int, events: int, timeout: float | None) -> bool:
-        poller = select.poll()
-        poller.register(fd, events)
-        # poll() takes whole milliseconds; rounding down would wake up early and spin.
-        return bool(poller.poll(None if timeout is None else math.ceil(timeout * 1000)))
-
-    def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
-        return _wait(fd, _READ, timeout)
-
-    def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
-        return _wait(fd, _WRITE, timeout)
-
-else:  # pragma: no cover (Windows: no poll(); its select() has no fd-number limit)
-
-    def _wait_read(fd: int, timeout: float | None = None, /) -> bool:
-        readable, _, failed = select.select([fd], [], [fd], timeout)
-        return bool(readable or failed)
-
-    def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
-        _, writable, failed = select.select([], [fd], [fd], timeout)
-        return bool(writable or failed)
-
-
-wait_callback = make_wait_callback(
-    _wait_read,
-    _wait_write,
-    name="wait_callback",
-    module="psycogreen.core",
+BLOCKING = Backend(
+    name="blocking",
+    wait_read=wait_read,
+    wait_write=wait_write,
     keep_connection_on=(KeyboardInterrupt,),
+    callback_name="wait_callback",
+    callback_module="psycogreen.core",
 )
-register_backend("blocking", wait_callback, waits=(_wait_read, _wait_write))
+
+wait_callback = register_backend(BLOCKING)

@@ -28,7 +28,14 @@ import time
 from psycogreen.core import _libpq
 from psycogreen.core._types import WaitFunc
 
-__all__ = ["DEFAULT_CANCEL_TIMEOUT", "cancel"]
+__all__ = [
+    "DEFAULT_CANCEL_TIMEOUT",
+    "Request",
+    "cancel",
+    "cancel_timeout",
+    "prepare",
+    "set_cancel_timeout",
+]
 
 #: Seconds a cancel request may take before core gives up on it.
 DEFAULT_CANCEL_TIMEOUT = 2.0
@@ -53,61 +60,134 @@ class _SockAddr(ctypes.Structure):
 _PID_OFFSET = ctypes.sizeof(_SockAddr)
 _BSD_SOCKADDR = sys.platform == "darwin" or "bsd" in sys.platform
 
+# Where to send a pre-17 CancelRequest: (address family, address, the 16-byte packet).
+_Target = tuple[int, str | tuple[str, int] | tuple[str, int, int, int], bytes]
+
+
+def set_cancel_timeout(seconds: float) -> None:
+    """Set how long a server-side cancel may take before psycogreen gives up (default 2 s).
+
+    The bound covers sending the cancel request and, after a timeout, the server's answer to
+    it: a server that does not answer within it is treated as gone and the connection is closed.
+
+    .. versionadded:: 1.0
+    """
+    global _cancel_timeout  # noqa: PLW0603 (one process-wide setting, like the callback itself)
+    if not seconds > 0:
+        message = f"cancel timeout must be a positive number of seconds, not {seconds!r}"
+        raise ValueError(message)
+    _cancel_timeout = float(seconds)
+
+
+def cancel_timeout() -> float:
+    """The bound of :func:`set_cancel_timeout`, in seconds."""
+    return _cancel_timeout
+
+
+_cancel_timeout = DEFAULT_CANCEL_TIMEOUT
+
+
+class Request:
+    """One cancel request for a connection's running statement, prepared while it is alive.
+
+    Preparing reads what the request needs from the live ``PGconn`` (libpq >= 17: a
+    ``PGcancelConn``, which copies the connection's address and options; older: the address and
+    cancel key). Sending needs the connection no more, so it may finish after psycopg2 has
+    closed it, in a task of its own.
+    """
+
+    def __init__(self, lib: _libpq.LibPQ, ptr: int) -> None:
+        """Prepare the request for the ``PGconn*`` ``ptr``."""
+        self._lib = lib
+        self._cancel_conn: int | None = None
+        self._target: _Target | None = None
+        if lib.has_cancel17:
+            self._cancel_conn = lib.PQcancelCreate(ptr) or None
+        else:
+            self._target = _cancel_target(lib, ptr)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the request can be sent at all."""
+        return self._cancel_conn is not None or self._target is not None
+
+    def send(self, wait_read: WaitFunc, wait_write: WaitFunc, deadline: float) -> bool:
+        """Send the request, waiting until ``deadline`` at most; free its resources either way.
+
+        :return: ``True`` once the server took the request.
+        """
+        try:
+            if self._cancel_conn is not None:
+                return _cancel17(self._lib, self._cancel_conn, wait_read, wait_write, deadline)
+            if self._target is not None:
+                return _cancel_legacy(self._target, wait_read, wait_write, deadline)
+            return False
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Free the request's resources without sending it (a no-op once sent)."""
+        cancel_conn, self._cancel_conn, self._target = self._cancel_conn, None, None
+        if cancel_conn is not None:
+            self._lib.PQcancelFinish(cancel_conn)
+
+
+def prepare(conn: object) -> Request | None:
+    """A cancel request for ``conn``'s running statement; ``None`` if it cannot be made.
+
+    ``None`` for a closed connection, or a libpq that cannot be reached.
+    """
+    lib = _libpq.load()
+    if lib is None:
+        return None
+    ptr = _libpq.pgconn(conn, lib)
+    if ptr is None:
+        return None
+    request = Request(lib, ptr)
+    return request if request.ready else None
+
 
 def cancel(
     conn: object,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
-    timeout: float = DEFAULT_CANCEL_TIMEOUT,
+    timeout: float | None = None,
 ) -> bool:
     """Ask the server to cancel ``conn``'s running statement; wait at most ``timeout`` seconds.
 
+    :param timeout: the bound; :func:`cancel_timeout` if ``None``.
     :return: ``True`` once the server took the request, ``False`` if it could not be sent
         in time (or at all: a closed connection, a libpq that cannot be reached).
     """
-    lib = _libpq.load()
-    if lib is None:
+    request = prepare(conn)
+    if request is None:
         return False
-    ptr = _libpq.pgconn(conn, lib)
-    if ptr is None:
-        return False
-    deadline = time.monotonic() + timeout
-    if lib.has_cancel17:
-        return _cancel17(lib, ptr, wait_read, wait_write, deadline)
-    return _cancel_legacy(lib, ptr, wait_read, wait_write, deadline)
+    bound = _cancel_timeout if timeout is None else timeout
+    return request.send(wait_read, wait_write, time.monotonic() + bound)
 
 
 def _cancel17(
-    lib: _libpq.LibPQ, ptr: int, wait_read: WaitFunc, wait_write: WaitFunc, deadline: float
+    lib: _libpq.LibPQ, cancel_conn: int, wait_read: WaitFunc, wait_write: WaitFunc, deadline: float
 ) -> bool:
-    cancel_conn = lib.PQcancelCreate(ptr)
-    if not cancel_conn:
+    if not lib.PQcancelStart(cancel_conn):
         return False
-    try:
-        if not lib.PQcancelStart(cancel_conn):
+    while True:
+        state = lib.PQcancelPoll(cancel_conn)
+        if state == _POLLING_OK:
+            return True
+        if state not in (_POLLING_READING, _POLLING_WRITING):
             return False
-        while True:
-            state = lib.PQcancelPoll(cancel_conn)
-            if state == _POLLING_OK:
-                return True
-            if state not in (_POLLING_READING, _POLLING_WRITING):
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            wait = wait_read if state == _POLLING_READING else wait_write
-            if not wait(lib.PQcancelSocket(cancel_conn), remaining):
-                return False
-    finally:
-        lib.PQcancelFinish(cancel_conn)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        wait = wait_read if state == _POLLING_READING else wait_write
+        if not wait(lib.PQcancelSocket(cancel_conn), remaining):
+            return False
 
 
 def _cancel_legacy(
-    lib: _libpq.LibPQ, ptr: int, wait_read: WaitFunc, wait_write: WaitFunc, deadline: float
+    target: _Target, wait_read: WaitFunc, wait_write: WaitFunc, deadline: float
 ) -> bool:
-    target = _cancel_target(lib, ptr)
-    if target is None:
-        return False
     family, address, packet = target
     # The C socket type: never the class a monkey-patcher put into the socket module, since
     # this socket is waited on through the backend like any other fd.
@@ -142,9 +222,7 @@ def _cancel_legacy(
         sock.close()
 
 
-def _cancel_target(
-    lib: _libpq.LibPQ, ptr: int
-) -> tuple[int, str | tuple[str, int] | tuple[str, int, int, int], bytes] | None:
+def _cancel_target(lib: _libpq.LibPQ, ptr: int) -> _Target | None:
     """Read address and key from ``PQgetCancel()``; ``None`` if they cannot be trusted."""
     pg_cancel = lib.PQgetCancel(ptr)
     if not pg_cancel:

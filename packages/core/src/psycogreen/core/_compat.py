@@ -12,7 +12,14 @@ from types import ModuleType
 
 from psycogreen.core._errors import PsycopgIncompatibleError, PsycopgNotFoundError
 
-__all__ = ["POLL_OK", "POLL_READ", "POLL_WRITE", "STATUS_SETUP", "check_psycopg"]
+__all__ = [
+    "POLL_OK",
+    "POLL_READ",
+    "POLL_WRITE",
+    "STATUS_SETUP",
+    "attempt_error",
+    "check_psycopg",
+]
 
 # The values of psycopg2.extensions.POLL_* and STATUS_SETUP (psycopg2's ``psycopg/psycopg.h``).
 # Core keeps them as plain ints so that the hot path needs no attribute lookups and importing
@@ -67,3 +74,18 @@ def check_psycopg() -> ModuleType:
             )
             raise PsycopgIncompatibleError(message)
     return ext
+
+
+@functools.cache
+def attempt_error(*, timed_out: bool) -> type[Exception]:
+    """The ``psycopg2.OperationalError`` subclass core raises when it ends a connection attempt.
+
+    ``timed_out``: the attempt's deadline passed (else: an interrupt ended it). Connecting host
+    by host tells them apart from libpq's own failures by their type, never by their message.
+    """
+    import psycopg2  # noqa: PLC0415 (psycopg2 is optional: imported on first use only)
+
+    name = "ConnectAttemptTimedOut" if timed_out else "ConnectAttemptInterrupted"
+    doc = "A connection attempt that psycogreen ended: its deadline passed, or it was interrupted."
+    namespace = {"__module__": "psycogreen.core", "__doc__": doc}
+    return type(name, (psycopg2.OperationalError,), namespace)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from psycogreen.core._compat import check_psycopg
+from psycogreen.core._compat import attempt_error, check_psycopg
 from psycogreen.core._hostsfile import answered_locally, is_address
 from psycogreen.core._timeout import current_timeout, timeout
 
@@ -62,10 +62,6 @@ _ENV = {
 }
 # libpq's parse_int_param(): strtol() in base 10, with surrounding whitespace.
 _INT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z")
-# Core's wait callback (_poll.py) ends a connect at its deadline, or on an interrupt it turns
-# into a cancel (Ctrl-C under the blocking callback), with these messages.
-_TIMED_OUT = "connection attempt timed out"
-_INTERRUPTED = "connection attempt interrupted"
 # libpq's messages about the options themselves, raised before any host is tried, or naming
 # the host already. Other failures of a green connect to a TCP address lack the host: libpq
 # 17 drops the "connection to server at ..." of the first address of an asynchronous connect
@@ -494,10 +490,10 @@ def _try(
         return _attempt(connect, dsn, seconds)
     except _Timeout as exc:
         failures.add(exc, f"{attempt.describe()} failed: timeout expired")
+    except attempt_error(timed_out=False):
+        raise  # the user stopped the connect (Ctrl-C under the blocking callback): no next host
     except _operational() as exc:
         message = str(exc)
-        if _INTERRUPTED in message:
-            raise  # the user stopped the connect: no next host
         if not message.startswith(_UNPREFIXED):
             message = f"{attempt.describe()} failed: {message}"
         failures.add(exc, message)
@@ -569,10 +565,8 @@ def _attempt(connect: Callable[[str], C], dsn: str, seconds: float | None) -> C:
     try:
         with timeout(seconds):
             return connect(dsn)
-    except _operational() as exc:
-        if _TIMED_OUT in str(exc):
-            raise _Timeout from exc
-        raise
+    except attempt_error(timed_out=True) as exc:
+        raise _Timeout from exc
 
 
 def _attempt_whole(

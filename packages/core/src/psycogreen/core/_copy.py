@@ -36,7 +36,6 @@ connection is closed: it is never left half-way through a COPY.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import io
@@ -45,7 +44,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from psycogreen.core import _cancel, _copy_libpq, _poll, _registry, _timeout
+from psycogreen.core import _cancel, _copy_libpq, _timeout
+from psycogreen.core._busy import refuse
 from psycogreen.core._copy_libpq import (
     CONNECTION_BAD,
     PG_DIAG_SQLSTATE,
@@ -56,8 +56,9 @@ from psycogreen.core._copy_libpq import (
     PGRES_NONFATAL_ERROR,
     CopyLibPQError,
 )
-from psycogreen.core._detect import SCHEDULERS, get_backend
+from psycogreen.core._detect import installed_backend
 from psycogreen.core._errors import PsycogreenError
+from psycogreen.core._inflight import current_task, inflight
 from psycogreen.core._types import WaitFunc
 
 if TYPE_CHECKING:
@@ -339,34 +340,18 @@ def _codec(conn: Any) -> str:  # noqa: ANN401
 
 def _waits() -> tuple[WaitFunc, WaitFunc]:
     """The installed callback's scheduler waits, or the reason COPY cannot be cooperative."""
-    import psycopg2.extensions  # noqa: PLC0415
-
-    callback = psycopg2.extensions.get_wait_callback()
+    record, scheduler, callback = installed_backend()
     if callback is None:
         raise CopyUnavailableError("no wait callback is installed: use psycopg2's own COPY")
-    scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
-    if scheduler == "uwsgi":
-        message = (
-            "COPY cannot run cooperatively under uWSGI: a fast COPY never waits for its "
-            "socket, so it must hand control to the worker's other requests every few "
-            "milliseconds, and uWSGI's async API has no way to do that (its timers count whole "
-            "seconds; a wait with no time left returns without suspending the request). "
-            "Run the COPY in a gevent or eventlet worker, a mule or another process"
-        )
-        raise CopyUnavailableError(message)
-    waits = _registry.waits_for(scheduler)
-    if waits is None and scheduler in SCHEDULERS:
-        # A known equivalent callback (eventlet's own, psycogreen 1.x's) for a scheduler whose
-        # backend is not imported yet: importing it registers its waits.
-        with contextlib.suppress(ImportError):
-            get_backend(scheduler)
-        waits = _registry.waits_for(scheduler)
-    if waits is not None:
-        return waits
+    if record is not None:
+        if record.copy_refusal is not None:
+            message = f"COPY cannot run cooperatively under {record.name}: {record.copy_refusal}"
+            raise CopyUnavailableError(message)
+        return record.wait_read, record.wait_write
     if scheduler is not None:
         message = (
             f"COPY cannot run cooperatively under {scheduler}: its psycogreen backend is "
-            f"not imported (import psycogreen.{scheduler}) or registers no waits"
+            f"not installed (pip install psycogreen-{scheduler})"
         )
     else:
         message = (
@@ -378,24 +363,18 @@ def _waits() -> tuple[WaitFunc, WaitFunc]:
 
 
 def _copy_timeout(conn: object) -> float | None:
-    """The psycogreen deadline for this COPY, with the wait callback's precedence.
+    """The psycogreen deadline for this COPY, by the precedence of every other operation.
 
-    A :func:`~psycogreen.core.timeout` block first (``None`` there lifts every limit), then a
-    ``timeout`` bound to the installed callback with ``functools.partial``, then the
-    connection's own (``set_timeout``).
+    The ``timeout`` bound to the installed callback with ``functools.partial`` comes first
+    (``_timeout.limit`` states the rest).
     """
     import psycopg2.extensions  # noqa: PLC0415
 
-    unset = getattr(_timeout, "UNSET", object())
-    block = getattr(_timeout, "block_timeout", _timeout.current_timeout)()
-    if block != unset and (block is not None or hasattr(_timeout, "UNSET")):
-        return block
     callback = psycopg2.extensions.get_wait_callback()
+    bound = None
     if isinstance(callback, functools.partial) and callback.keywords.get("timeout") is not None:
-        return float(callback.keywords["timeout"])
-    get_timeout = getattr(_timeout, "get_timeout", None)
-    value = get_timeout(conn) if get_timeout is not None else None
-    return None if value is None else float(value)
+        bound = float(callback.keywords["timeout"])
+    return _timeout.limit(id(conn), bound)
 
 
 def _lib() -> _copy_libpq.CopyLibPQ:
@@ -418,11 +397,9 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     lib = _lib()
     if conn.closed:
         raise psycopg2.InterfaceError("connection already closed")
-    if getattr(_poll, "inflight", None):
+    if inflight:
         # Another task's operation on this connection is in flight: the guard's error.
-        from psycogreen.core._guard import _refuse  # noqa: PLC0415 (imports psycopg2)
-
-        _refuse(conn, "COPY")
+        refuse(conn, "COPY")
     timeout = _copy_timeout(conn)
     if not conn.autocommit and conn.status == psycopg2.extensions.STATUS_READY:
         # psycopg2 sends BEGIN itself (see the module docstring).
@@ -442,16 +419,13 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     # the guarded connections (psycopg2.connect() once patched) then refuse another task's
     # statement, commit() or close() with ConnectionBusyError while the COPY runs, instead of
     # letting it desynchronise psycopg2's transaction state.
-    inflight: dict[int, object] | None = getattr(_poll, "inflight", None)
-    if inflight is not None:
-        inflight[id(conn)] = _poll.current_task()
+    inflight[id(conn)] = current_task()
     copy = None
     try:
         copy = _Copy(conn, lib, ptr, wait_read, wait_write, timeout)
         return copy.run(sql, file, size)
     finally:
-        if inflight is not None:
-            inflight.pop(id(conn), None)
+        inflight.pop(id(conn), None)
         if copy is not None:
             os.close(copy.fd)
         if blocking and conn.pgconn_ptr == ptr and not conn.closed:
@@ -805,7 +779,7 @@ class _Copy:
         except BaseException as exc:
             message = (
                 "psycogreen: the COPY timed out and could not be stopped on the server within "
-                f"{_poll._cancel_timeout:g} s; the connection is closed"  # noqa: SLF001
+                f"{_cancel.cancel_timeout():g} s; the connection is closed"
             )
             raise psycopg2.OperationalError(message) from exc
         if error is None:
@@ -827,7 +801,7 @@ class _Copy:
         """
         if not self.busy or self.conn.closed:
             return 0, None
-        bound = _poll._cancel_timeout  # noqa: SLF001 (core's one setting)
+        bound = _cancel.cancel_timeout()
         self.deadline = time.monotonic() + bound
         try:
             # A cancel request stops the statement at once: a COPY TO still producing rows,

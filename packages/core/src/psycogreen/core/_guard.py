@@ -26,9 +26,12 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from psycogreen.core import _cancel, _libpq, _poll, _registry
+from psycogreen.core import _cancel, _libpq, _waits
+from psycogreen.core._busy import ConnectionBusyError, refuse
 from psycogreen.core._copy import CopyCursorMixin
-from psycogreen.core._poll import current_task, inflight
+from psycogreen.core._detect import installed_backend
+from psycogreen.core._inflight import inflight
+from psycogreen.core._types import WaitFunc
 
 __all__ = [
     "ConnectionBusyError",
@@ -48,63 +51,23 @@ _READONLY: Any = _Connection.__dict__["readonly"]
 _DEFERRABLE: Any = _Connection.__dict__["deferrable"]
 
 
-class ConnectionBusyError(psycopg2.ProgrammingError):
-    """An operation on a connection while another greenlet's query on it is in flight.
-
-    The other greenlet's operation is not affected. ``conn.cancel()`` is allowed meanwhile.
-
-    .. versionadded:: 1.0
-    """
-
-
-def _refuse(conn: object, operation: str) -> None:
-    """Raise :class:`ConnectionBusyError` if another greenlet of this thread is using ``conn``."""
-    task = inflight.get(id(conn))
-    if task is None:
-        return  # idle, or driven where there are no greenlets: only threads, which the mutex
-        # serialises correctly
-    current = current_task()
-    if task is current:
-        return  # pragma: no cover (the owner is suspended in the callback: it cannot call)
-    if _root(task) is not _root(current):
-        return  # another OS thread: psycopg2's mutex serialises us, blocking this thread only
-    message = (
-        f"{operation} cannot run now: another greenlet ({task!r}) is running an operation on "
-        f"this connection, and psycopg2 would block the whole thread until it ends. A "
-        f"psycopg2 connection serves one greenlet at a time: give each greenlet its own "
-        f"connection (a pool), or serialise its use with a lock. conn.cancel() may interrupt "
-        f"the running operation."
-    )
-    raise ConnectionBusyError(message)
-
-
-def _cancel_waits() -> tuple[Any, Any] | None:
+def _cancel_waits() -> tuple[WaitFunc, WaitFunc] | None:
     """The waits a cancel request goes through: those of the installed psycogreen callback.
 
     ``None`` (psycopg2's own ``cancel()``) without a wait callback, under one psycogreen does
-    not know, under uWSGI, whose waits only work inside a request's own context, and inside
-    the scheduler's own loop (a signal handler the hub happens to run), which cannot wait on
-    itself: psycopg2's cancel blocks for the round trip there, but it works.
+    not know, under a backend whose waits work only in a narrower context than any code that
+    may cancel (uWSGI's requests), and where the scheduler cannot switch (a signal handler
+    the hub happens to run), which cannot wait on itself: psycopg2's cancel blocks for the
+    round trip there, but it works.
     """
-    callback = psycopg2.extensions.get_wait_callback()
-    if callback is None:
+    record, _name, _callback = installed_backend()
+    if record is None or not record.cancel_waits:
         return None
-    scheduler, _ours = _registry._owner(callback)  # noqa: SLF001 (core-internal)
-    if scheduler in {None, "uwsgi"} or not _registry.can_wait(scheduler):
-        return None
-    return _registry.waits_for(scheduler)
-
-
-def _root(task: object) -> object:
-    """The main greenlet of ``task``'s thread.
-
-    ``_thread.get_ident`` cannot tell threads apart: gevent's monkey-patching makes it
-    return a number per greenlet.
-    """
-    parent = getattr(task, "parent", None)
-    while parent is not None:
-        task, parent = parent, getattr(parent, "parent", None)
-    return task
+    if record.can_switch():
+        return record.wait_read, record.wait_write
+    if not record.has_hub():  # a thread without a scheduler: block this thread only
+        return _waits.wait_read, _waits.wait_write
+    return None
 
 
 class GuardedConnection(_Connection):
@@ -123,19 +86,19 @@ class GuardedConnection(_Connection):
     def commit(self) -> None:
         """psycopg2's ``commit()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "commit()")
+            refuse(self, "commit()")
         _Connection.commit(self)
 
     def rollback(self) -> None:
         """psycopg2's ``rollback()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "rollback()")
+            refuse(self, "rollback()")
         _Connection.rollback(self)
 
     def close(self) -> None:
         """psycopg2's ``close()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "close()")
+            refuse(self, "close()")
         _Connection.close(self)
 
     def cancel(self) -> None:
@@ -162,7 +125,7 @@ class GuardedConnection(_Connection):
         ):
             _Connection.cancel(self)  # psycopg2's own, with its checks and messages
             return
-        bound = _poll._cancel_timeout  # noqa: SLF001 (core's one setting)
+        bound = _cancel.cancel_timeout()
         if not _cancel.cancel(self, *waits, bound):
             message = (
                 "psycogreen: the cancel request failed or the server did not take it within "
@@ -173,55 +136,55 @@ class GuardedConnection(_Connection):
     def reset(self) -> None:
         """psycopg2's ``reset()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "reset()")
+            refuse(self, "reset()")
         _Connection.reset(self)
 
     def set_session(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (psycopg2's)
         """psycopg2's ``set_session()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "set_session()")
+            refuse(self, "set_session()")
         _Connection.set_session(self, *args, **kwargs)
 
     def set_isolation_level(self, level: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
         """psycopg2's ``set_isolation_level()``, refused while another greenlet uses it."""
         if inflight:
-            _refuse(self, "set_isolation_level()")
+            refuse(self, "set_isolation_level()")
         _Connection.set_isolation_level(self, level)
 
     def set_client_encoding(self, encoding: str) -> None:
         """psycopg2's ``set_client_encoding()``, refused while another greenlet uses it."""
         if inflight:
-            _refuse(self, "set_client_encoding()")
+            refuse(self, "set_client_encoding()")
         _Connection.set_client_encoding(self, encoding)
 
     def tpc_begin(self, xid: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
         """psycopg2's ``tpc_begin()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "tpc_begin()")
+            refuse(self, "tpc_begin()")
         _Connection.tpc_begin(self, xid)
 
     def tpc_prepare(self) -> None:
         """psycopg2's ``tpc_prepare()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "tpc_prepare()")
+            refuse(self, "tpc_prepare()")
         _Connection.tpc_prepare(self)
 
     def tpc_commit(self, *args: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
         """psycopg2's ``tpc_commit()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "tpc_commit()")
+            refuse(self, "tpc_commit()")
         _Connection.tpc_commit(self, *args)
 
     def tpc_rollback(self, *args: Any) -> None:  # noqa: ANN401 (psycopg2's signature)
         """psycopg2's ``tpc_rollback()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "tpc_rollback()")
+            refuse(self, "tpc_rollback()")
         _Connection.tpc_rollback(self, *args)
 
     def tpc_recover(self) -> Any:  # noqa: ANN401 (psycopg2's signature)
         """psycopg2's ``tpc_recover()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self, "tpc_recover()")
+            refuse(self, "tpc_recover()")
         return _Connection.tpc_recover(self)
 
     # The session attributes' setters go through conn_set_session (the mutex) as well.
@@ -234,7 +197,7 @@ class GuardedConnection(_Connection):
     @autocommit.setter
     def autocommit(self, value: Any) -> None:  # noqa: ANN401
         if inflight:
-            _refuse(self, "setting autocommit")
+            refuse(self, "setting autocommit")
         _AUTOCOMMIT.__set__(self, value)
 
     @property
@@ -245,7 +208,7 @@ class GuardedConnection(_Connection):
     @isolation_level.setter
     def isolation_level(self, value: Any) -> None:  # noqa: ANN401
         if inflight:
-            _refuse(self, "setting isolation_level")
+            refuse(self, "setting isolation_level")
         _ISOLATION_LEVEL.__set__(self, value)
 
     @property
@@ -256,7 +219,7 @@ class GuardedConnection(_Connection):
     @readonly.setter
     def readonly(self, value: Any) -> None:  # noqa: ANN401
         if inflight:
-            _refuse(self, "setting readonly")
+            refuse(self, "setting readonly")
         _READONLY.__set__(self, value)
 
     @property
@@ -267,7 +230,7 @@ class GuardedConnection(_Connection):
     @deferrable.setter
     def deferrable(self, value: Any) -> None:  # noqa: ANN401
         if inflight:
-            _refuse(self, "setting deferrable")
+            refuse(self, "setting deferrable")
         _DEFERRABLE.__set__(self, value)
 
     def cursor(
@@ -294,19 +257,19 @@ class GuardedCursor(CopyCursorMixin, _Cursor):
     def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002, ANN401
         """psycopg2's ``execute()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "execute()")
+            refuse(self.connection, "execute()")
         _Cursor.execute(self, query, vars)
 
     def executemany(self, query: Any, vars_list: Any) -> None:  # noqa: ANN401
         """psycopg2's ``executemany()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "executemany()")
+            refuse(self.connection, "executemany()")
         _Cursor.executemany(self, query, vars_list)
 
     def callproc(self, procname: Any, parameters: Any = None) -> Any:  # noqa: ANN401
         """psycopg2's ``callproc()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "callproc()")
+            refuse(self.connection, "callproc()")
         if parameters is None:
             return _Cursor.callproc(self, procname)
         return _Cursor.callproc(self, procname, parameters)
@@ -321,37 +284,37 @@ class GuardedNamedCursor(GuardedCursor):
     def fetchone(self) -> Any:  # noqa: ANN401 (the row type is the factory's)
         """psycopg2's ``fetchone()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "fetchone()")
+            refuse(self.connection, "fetchone()")
         return _Cursor.fetchone(self)
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
         """psycopg2's ``fetchmany()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "fetchmany()")
+            refuse(self.connection, "fetchmany()")
         return _Cursor.fetchmany(self, *args, **kwargs)
 
     def fetchall(self) -> Any:  # noqa: ANN401
         """psycopg2's ``fetchall()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "fetchall()")
+            refuse(self.connection, "fetchall()")
         return _Cursor.fetchall(self)
 
     def scroll(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (psycopg2's)
         """psycopg2's ``scroll()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "scroll()")
+            refuse(self.connection, "scroll()")
         _Cursor.scroll(self, *args, **kwargs)
 
     def close(self) -> None:
         """psycopg2's ``close()``, refused while another greenlet uses the connection."""
         if inflight:
-            _refuse(self.connection, "close()")
+            refuse(self.connection, "close()")
         _Cursor.close(self)
 
     def __next__(self) -> Any:  # noqa: ANN401
         """The next row; a FETCH of ``itersize`` rows when the buffer is empty."""
         if inflight:
-            _refuse(self.connection, "iterating a named cursor")
+            refuse(self.connection, "iterating a named cursor")
         return _Cursor.__next__(self)
 
 

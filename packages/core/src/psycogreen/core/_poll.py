@@ -4,61 +4,134 @@
 psycopg2 calls the wait callback whenever libpq would block (connect, every query and internal
 command, named-cursor fetches; psycopg2 ``green.c``). The callback drives ``conn.poll()`` until
 ``POLL_OK`` and, in between, waits until the socket is readable or writable. A backend supplies
-only those two waits; every state, error and interruption path lives here.
+only its waits and primitives (:class:`~psycogreen.core.backend.Backend`); every state, error,
+interruption path and fallback lives here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from psycogreen.core import _cancel
-from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP
-from psycogreen.core._timeout import UNSET, block_timeout, connection_timeouts
+from psycogreen.core import _cancel, _waits
+from psycogreen.core._backend import Backend, always
+from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP, attempt_error
+from psycogreen.core._inflight import current_task, inflight
+from psycogreen.core._timeout import limit
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
 
-__all__ = ["current_task", "inflight", "make_wait_callback", "set_cancel_timeout"]
+__all__ = [
+    "HUB_BLOCK_TIMEOUT",
+    "INTERRUPT_GRACE",
+    "build_callback",
+    "make_wait_callback",
+    "on_first_use",
+    "recheck",
+]
 
-_cancel_timeout = _cancel.DEFAULT_CANCEL_TIMEOUT
+#: Seconds an operation may block the thread where the scheduler cannot switch (the hub's own
+#: greenlet), when it has no deadline of its own; it is then cancelled like a deadline.
+HUB_BLOCK_TIMEOUT = 5.0
+#: Seconds an interrupted operation waits for its cancel request before the interrupt goes on
+#: to the caller; a request not sent by then is finished by a task of its own. A live server
+#: takes it in a few milliseconds.
+INTERRUPT_GRACE = 0.05
 
-#: The running greenlet (the thread's main greenlet outside any); ``None`` without greenlet.
-current_task: Callable[[], object]
-try:
-    # Not a scheduler: greenlet is the coroutine primitive under gevent and eventlet alike.
-    from greenlet import getcurrent as current_task
-except ImportError:  # pragma: no cover (no greenlets: only native threads exist)
+_log = logging.getLogger("psycogreen")
+_hub_blocked_reported = False
 
-    def current_task() -> object:
-        return None
-
-
-#: ``id(conn)`` -> the greenlet (``None`` without greenlet) for every connection the
-#: callback is driving.
-#: psycopg2 holds the connection's mutex (``conn->lock``) all that time, so this is exactly
-#: the window in which another greenlet of that thread must not touch the connection: it
-#: would block the whole OS thread in ``pthread_mutex_lock`` (``pqpath.c``). The guarded
-#: connections (``_guard.py``) read it; one set and one delete per operation, none per wait.
-inflight: dict[int, object] = {}
+# Whether the first-use hooks are still to run: once per process, on the first operation of
+# any psycogreen callback (one global truth test per operation afterwards).
+_unchecked = True
+_first_use_hooks: list[Callable[[WaitCallback], None]] = []
 
 
-def set_cancel_timeout(seconds: float) -> None:
-    """Set how long a server-side cancel may take before psycogreen gives up (default 2 s).
+def on_first_use(hook: Callable[[WaitCallback], None]) -> None:
+    """Run ``hook(callback)`` on the first operation a psycogreen callback drives.
 
-    The bound covers sending the cancel request and, after a timeout, the server's answer to
-    it: a server that does not answer within it is treated as gone and the connection is closed.
-
-    .. versionadded:: 1.0
+    Core's patching layer uses it to find a callback installed without it (the 1.x way).
     """
-    global _cancel_timeout  # noqa: PLW0603 (one process-wide setting, like the callback itself)
-    if not seconds > 0:
-        message = f"cancel timeout must be a positive number of seconds, not {seconds!r}"
-        raise ValueError(message)
-    _cancel_timeout = float(seconds)
+    _first_use_hooks.append(hook)
 
 
-def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
+def recheck() -> None:
+    """Run the first-use hooks again on the next operation (after unpatching)."""
+    global _unchecked  # noqa: PLW0603
+    _unchecked = True
+
+
+def _first_use(callback: WaitCallback) -> None:
+    global _unchecked  # noqa: PLW0603 (once per process)
+    _unchecked = False
+    for hook in _first_use_hooks:
+        hook(callback)
+
+
+def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot path is one closure on purpose)
+    """Build the psycopg2 wait callback of ``backend``.
+
+    .. versionadded:: 1.1
+    """
+    wait_read = backend.wait_read
+    wait_write = backend.wait_write
+    keep = backend.keep_connection_on
+    # None when every context can switch: the hot path then skips the call.
+    can_switch = None if backend.can_switch is always else backend.can_switch
+
+    def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:  # noqa: C901, PLR0912 (the hot path, one frame)
+        try:
+            poll = conn.poll
+            fileno = conn.fileno
+        except AttributeError:
+            _not_a_connection(conn)
+        if _unchecked:
+            _first_use(wait_callback)
+        key = id(conn)
+        timeout = limit(key, timeout)
+        inflight[key] = current_task()
+        try:
+            if can_switch is not None and not can_switch():
+                _unswitchable(conn, backend, timeout)
+                return
+            if timeout is not None:
+                _drive(conn, backend, wait_read, wait_write, timeout)
+                return
+            # The hot path: every query of every user comes through here. Keep it to the loop.
+            state = poll()
+            while state != POLL_OK:
+                if state == POLL_READ:
+                    wait = wait_read
+                elif state == POLL_WRITE:
+                    wait = wait_write
+                else:
+                    _bad_state(state)
+                try:
+                    wait(fileno())
+                except keep as exc:
+                    _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
+                    return
+                except BaseException as exc:
+                    _abandon(conn, backend, wait_read, wait_write, exc)
+                    raise
+                state = poll()
+        except BaseException as exc:
+            if _connecting(conn):
+                _release(exc)
+                conn = poll = fileno = None  # type: ignore[assignment]
+            raise
+        finally:
+            inflight.pop(key, None)
+
+    wait_callback.__name__ = wait_callback.__qualname__ = backend.callback_name
+    wait_callback.__module__ = backend.callback_module
+    wait_callback.__doc__ = _CALLBACK_DOC
+    return wait_callback
+
+
+def make_wait_callback(
     wait_read: WaitFunc,
     wait_write: WaitFunc,
     *,
@@ -67,6 +140,9 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
     keep_connection_on: tuple[type[BaseException], ...] = (),
 ) -> WaitCallback:
     """Build a psycopg2 wait callback that waits with ``wait_read`` and ``wait_write``.
+
+    The callback of a :class:`~psycogreen.core.backend.Backend` made of these waits alone; a
+    backend author registers a whole record instead (:mod:`psycogreen.core.backend`).
 
     :param wait_read: wait until an fd is readable (see :class:`~psycogreen.core.WaitFunc`).
     :param wait_write: wait until an fd is writable.
@@ -80,53 +156,16 @@ def make_wait_callback(  # noqa: C901 (the hot path is one closure on purpose)
 
     .. versionadded:: 1.0
     """
-
-    def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:  # noqa: C901, PLR0912 (the hot path, one frame)
-        try:
-            poll = conn.poll
-            fileno = conn.fileno
-        except AttributeError:
-            _not_a_connection(conn)
-        key = id(conn)
-        if timeout is None:
-            timeout = block_timeout()
-            if timeout == UNSET:  # no timeout() block: the connection's own limit, if any
-                timeout = connection_timeouts.get(key) if connection_timeouts else None
-        inflight[key] = current_task()
-        try:
-            if timeout is not None:
-                _wait_with_deadline(conn, wait_read, wait_write, timeout, keep_connection_on)
-                return
-            # The hot path: every query of every user comes through here. Keep it to the loop.
-            state = poll()
-            while state != POLL_OK:
-                if state == POLL_READ:
-                    wait = wait_read
-                elif state == POLL_WRITE:
-                    wait = wait_write
-                else:
-                    _bad_state(state)
-                try:
-                    wait(fileno())
-                except keep_connection_on:
-                    _cancel_and_finish(conn, wait_read, wait_write)
-                    return
-                except BaseException:
-                    _abandon(conn, wait_read, wait_write)
-                    raise
-                state = poll()
-        except BaseException as exc:
-            if _connecting(conn):
-                _release(exc)
-                conn = poll = fileno = None  # type: ignore[assignment]
-            raise
-        finally:
-            inflight.pop(key, None)
-
-    wait_callback.__name__ = wait_callback.__qualname__ = name
-    wait_callback.__module__ = module
-    wait_callback.__doc__ = _CALLBACK_DOC
-    return wait_callback
+    backend = Backend(
+        name=name,
+        wait_read=wait_read,
+        wait_write=wait_write,
+        spawn=None,  # unknown waits: no task of ours may wait with them
+        keep_connection_on=keep_connection_on,
+        callback_name=name,
+        callback_module=module,
+    )
+    return build_callback(backend)
 
 
 _CALLBACK_DOC = """Wait for a psycopg2 connection without blocking the scheduler.
@@ -146,85 +185,207 @@ psycopg2 calls it with the connection whenever libpq would block.
 """
 
 
-def _wait_with_deadline(
+def _drive(
     conn: PollingConnection,
+    backend: Backend | None,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
-    timeout: float,
-    keep_connection_on: tuple[type[BaseException], ...],
+    timeout: float | None,
 ) -> None:
-    deadline = time.monotonic() + timeout
+    """The loop with a deadline (or none): every path but the hot one.
+
+    ``backend`` is ``None`` where the scheduler cannot switch: the waits then block the thread,
+    and so does any cancel.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    keep = backend.keep_connection_on if backend is not None else ()
     state = conn.poll()
     while state != POLL_OK:
         wait = _choose(state, wait_read, wait_write)
-        remaining = deadline - time.monotonic()
         try:
-            ready = remaining > 0 and wait(conn.fileno(), remaining)
-        except keep_connection_on:
-            _cancel_and_finish(conn, wait_read, wait_write)
+            if deadline is None:
+                ready = wait(conn.fileno())
+            else:
+                remaining = deadline - time.monotonic()
+                ready = remaining > 0 and wait(conn.fileno(), remaining)
+        except keep as exc:
+            _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
             return
-        except BaseException:
-            _abandon(conn, wait_read, wait_write)
+        except BaseException as exc:
+            _abandon(conn, backend, wait_read, wait_write, exc)
             raise
         if not ready:
             if _connecting(conn):
-                _raise_operational(f"psycogreen: connection attempt timed out after {timeout:g} s")
-            _cancel_and_finish(conn, wait_read, wait_write)
+                _raise_connect_timeout(timeout)
+            _cancel_and_finish(conn, backend, wait_read, wait_write, None)
             return
         state = conn.poll()
 
 
-def _cancel_and_finish(
+def _unswitchable(conn: PollingConnection, backend: Backend, timeout: float | None) -> None:
+    """Drive ``conn`` where the scheduler cannot switch, blocking this thread on the socket.
+
+    In a thread with no hub nothing else could run anyway. In the hub's own greenlet (a loop
+    callback, a finalizer or signal handler the hub runs: SQLAlchemy returning a collected
+    connection, gevent#1937) the scheduler cannot wait on itself: failing there would close
+    the connection, so the operation completes, blocking every task meanwhile, bounded by its
+    deadline or :data:`HUB_BLOCK_TIMEOUT`, and the first time it is reported.
+    """
+    if not backend.has_hub():
+        _drive(conn, None, _waits.wait_read, _waits.wait_write, timeout)
+        return
+    started = time.monotonic()
+    try:
+        _drive(conn, None, _waits.wait_read, _waits.wait_write, timeout or HUB_BLOCK_TIMEOUT)
+    finally:
+        _report_hub_blocked(backend, time.monotonic() - started)
+
+
+def _report_hub_blocked(backend: Backend, seconds: float) -> None:
+    global _hub_blocked_reported  # noqa: PLW0603 (reported once per process)
+    level = logging.DEBUG if _hub_blocked_reported else logging.WARNING
+    _hub_blocked_reported = True
+    _log.log(
+        level,
+        "psycopg2 was called from %s's own loop (a loop callback, or a finalizer or signal "
+        "handler the loop ran), where no task can wait: the operation blocked every task for "
+        "%.1f ms (at most %g s). Run database work in a task of its own (spawn it).",
+        backend.name,
+        seconds * 1000,
+        HUB_BLOCK_TIMEOUT,
+    )
+
+
+def _send_cancel(
     conn: PollingConnection,
+    backend: Backend | None,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
+    grace: float,
+) -> bool | None:
+    """Ask the server to cancel ``conn``'s statement, within the cancel timeout.
+
+    Where the backend has tasks, the request is sent by a task of its own, and this waits for
+    it ``grace`` seconds at most: once started, the request is sent (or given up at the cancel
+    timeout, its socket closed either way) whatever is thrown into the caller meanwhile, a
+    second interrupt included, and whether or not psycopg2 has closed the connection since.
+
+    :return: ``True`` once the server took the request, ``False`` if it cannot be sent,
+        ``None`` if it is still under way after ``grace``.
+    """
+    request = _cancel.prepare(conn)
+    if request is None:
+        return False
+    deadline = time.monotonic() + _cancel.cancel_timeout()
+    if backend is None or backend.spawn is None:
+        return request.send(wait_read, wait_write, deadline)
+    done = backend.event()
+    outcome: list[bool] = []
+
+    def send() -> None:
+        try:
+            outcome.append(request.send(wait_read, wait_write, deadline))
+        finally:
+            done.set()
+
+    try:
+        backend.spawn(send)
+    except BaseException:
+        request.close()
+        raise
+    if not done.wait(grace):
+        return None
+    return outcome[0] if outcome else False
+
+
+def _cancel_and_finish(
+    conn: PollingConnection,
+    backend: Backend | None,
+    wait_read: WaitFunc,
+    wait_write: WaitFunc,
+    interrupt: BaseException | None,
 ) -> None:
     """Cancel the running statement and poll until the server has answered.
 
-    When the server answers, ``poll()`` returns ``POLL_OK`` and psycopg2 raises the server's
-    error (``QueryCanceled``, SQLSTATE 57014) from the result, keeping the connection
-    (psycopg2 2.6.2, psycopg2#333). Raising from here instead closes it (``green_panic``).
+    ``interrupt`` is what made the wait stop (Ctrl-C), ``None`` for an expired deadline. When
+    the server answers, ``poll()`` returns ``POLL_OK`` and psycopg2 raises the server's error
+    (``QueryCanceled``, SQLSTATE 57014) from the result, keeping the connection (psycopg2
+    2.6.2, psycopg2#333). Raising from here instead closes it (``green_panic``). An interrupt
+    whose cancel request is not sent within :data:`INTERRUPT_GRACE` goes on to the caller (the
+    connection closed, the request finished in the background); a deadline waits for the
+    request and then for the answer, each within the cancel timeout.
     """
     if _connecting(conn):
         # Nothing runs on the server yet; psycopg2 refuses to cancel a connection attempt.
-        _raise_operational("psycogreen: connection attempt interrupted")
-    if not _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout):
+        raise attempt_error(timed_out=False)("psycogreen: connection attempt interrupted")
+    bound = _cancel.cancel_timeout()
+    grace = bound if interrupt is None else INTERRUPT_GRACE
+    try:
+        sent = _send_cancel(conn, backend, wait_read, wait_write, grace)
+    except BaseException as exc:
+        _chain(exc, interrupt)
+        raise
+    if sent is None and interrupt is not None:
+        raise interrupt
+    if not sent:
         _raise_operational(
             "psycogreen: the statement had to be abandoned and the server could not be asked "
-            f"to cancel it within {_cancel_timeout:g} s; the connection is closed"
+            f"to cancel it within {bound:g} s; the connection is closed"
         )
-    deadline = time.monotonic() + _cancel_timeout
+    deadline = time.monotonic() + bound
     state = conn.poll()
     while state != POLL_OK:
         wait = _choose(state, wait_read, wait_write)
         remaining = deadline - time.monotonic()
         # A second interrupt while the server is already cancelling propagates: give up on it.
-        ready = remaining > 0 and wait(conn.fileno(), remaining)
+        try:
+            ready = remaining > 0 and wait(conn.fileno(), remaining)
+        except BaseException as exc:
+            _chain(exc, interrupt)
+            raise
         if not ready:
             _raise_operational(
                 "psycogreen: the server did not answer a cancel request within "
-                f"{_cancel_timeout:g} s; the connection is closed"
+                f"{bound:g} s; the connection is closed"
             )
         state = conn.poll()
 
 
-def _abandon(conn: PollingConnection, wait_read: WaitFunc, wait_write: WaitFunc) -> None:
-    """Stop the statement on the server before an exception leaves the callback.
+def _abandon(
+    conn: PollingConnection,
+    backend: Backend | None,
+    wait_read: WaitFunc,
+    wait_write: WaitFunc,
+    interrupt: BaseException,
+) -> None:
+    """Stop the statement on the server before ``interrupt`` leaves the callback.
 
     psycopg2 then closes the connection; closing the socket alone would leave the statement
-    running to its end.
-
-    The cancel is bounded by :func:`set_cancel_timeout`. A failure to cancel is not reported:
-    the exception being handled is what the caller must see. A second interrupt during the
-    cancel (an outer timeout, a kill) ends the cancel and propagates instead, as any
-    exception raised while handling another does; the first one is its ``__context__``.
+    running to its end. The request is waited for :data:`INTERRUPT_GRACE` at most, so that the
+    interrupt reaches the caller on time whatever the network does; a request still under way
+    then is finished by its own task, bounded by :func:`set_cancel_timeout`. A failure to
+    cancel is not reported: ``interrupt`` is what the caller must see. A second interrupt
+    during the grace propagates instead, with ``interrupt`` as its ``__context__``.
     """
     if _connecting(conn):
         return  # nothing runs on the server yet; psycopg2 drops the half-made connection
     try:
-        _cancel.cancel(conn, wait_read, wait_write, _cancel_timeout)
+        _send_cancel(conn, backend, wait_read, wait_write, INTERRUPT_GRACE)
     except Exception:  # noqa: BLE001, S110 (the original exception is what propagates)
         pass
+    except BaseException as exc:
+        _chain(exc, interrupt)
+        raise
+
+
+def _chain(exc: BaseException, first: BaseException | None) -> None:
+    """Make ``first`` the context of ``exc``, an interrupt thrown in while handling it.
+
+    Python sets ``__context__`` only for an exception raised while another is handled in the
+    same frame chain; greenlet's ``throw()`` sets none, so it is set here, as documented.
+    """
+    if first is not None and exc is not first and exc.__context__ is None:
+        exc.__context__ = first
 
 
 def _release(exc: BaseException) -> None:
@@ -272,6 +433,12 @@ def _raise_operational(message: str) -> NoReturn:
     import psycopg2  # noqa: PLC0415 (psycopg2 is optional; this is an error path)
 
     raise psycopg2.OperationalError(message)
+
+
+def _raise_connect_timeout(timeout: float | None) -> NoReturn:
+    raise attempt_error(timed_out=True)(
+        f"psycogreen: connection attempt timed out after {timeout:g} s"
+    )
 
 
 def _not_a_connection(conn: object) -> NoReturn:

@@ -18,6 +18,7 @@ __all__ = [
     "connection_timeouts",
     "current_timeout",
     "get_timeout",
+    "limit",
     "set_timeout",
     "timeout",
 ]
@@ -48,6 +49,35 @@ def current_timeout() -> float | None:
 #: neither stays alive for its setting nor passes it on.
 connection_timeouts: dict[int, float] = {}
 _finalizers: dict[int, weakref.finalize[[int], object]] = {}
+
+
+def limit(
+    key: int, bound: float | None = None, connect_timeout: float | None = None
+) -> float | None:
+    """The time limit, in seconds, of the operation now starting on the connection ``id`` ``key``.
+
+    The one statement of the precedence of psycogreen's five ways to set a limit; the wait
+    callback, COPY and connect all ask here:
+
+    1. ``bound``: the ``timeout`` argument of the wait callback (bound with
+       :func:`functools.partial`);
+    2. the innermost :func:`timeout` block (``None`` there lifts every limit, 3 and 4 included);
+    3. the connection's own, from :func:`set_timeout` or ``psycopg2.connect(...,
+       psycogreen_timeout=...)``;
+    4. ``connect_timeout``: libpq's, for one connection attempt only; the shorter of it and
+       the limit found above applies.
+
+    ``None``: no limit.
+    """
+    if bound is None:
+        bound = _timeout.get()
+        if bound == UNSET:
+            bound = connection_timeouts.get(key) if connection_timeouts else None
+        elif bound is None:
+            return None  # a timeout(None) block lifts every limit
+    if connect_timeout is not None and (bound is None or connect_timeout < bound):
+        return connect_timeout
+    return bound
 
 
 def _forget(key: int) -> None:

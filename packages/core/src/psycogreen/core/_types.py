@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The shapes core works with: a connection, a backend's wait, a wait callback."""
+"""The shapes core works with: a connection, a backend's waits and primitives, a wait callback."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["PollingConnection", "WaitCallback", "WaitFunc"]
+__all__ = ["Event", "PollingConnection", "Task", "WaitCallback", "WaitFunc"]
 
 
 class PollingConnection(Protocol):
@@ -39,3 +39,33 @@ class WaitCallback(Protocol):
 
     def __call__(self, conn: PollingConnection, timeout: float | None = None) -> None:
         """Drive ``conn`` until its current operation is complete."""
+
+
+class Event(Protocol):
+    """A flag one task sets and others wait for, through the scheduler (``threading.Event``).
+
+    ``wait`` suspends the calling task only; anything the scheduler throws into it (a timeout,
+    a kill) propagates unchanged.
+    """
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+
+    def clear(self) -> None:
+        """Reset the flag."""
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is set; ``False`` if ``timeout`` seconds passed first."""
+
+
+class Task(Protocol):
+    """A task started through a backend's ``spawn``."""
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the task has ended, at most ``timeout`` seconds."""
+
+    def kill(self) -> None:
+        """Ask the task to end (a thread, which cannot be killed, is left to end by itself)."""

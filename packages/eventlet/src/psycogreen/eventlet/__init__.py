@@ -8,18 +8,21 @@ hub.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from greenlet import getcurrent
 
+import eventlet
+import eventlet.event
+import eventlet.semaphore
 from eventlet.hubs import _threadlocal
 from eventlet.hubs.hub import READ, WRITE
-from psycogreen.core import make_wait_callback, patch, register_backend
-from psycogreen.core._blocking import _wait_read as _blocking_read
-from psycogreen.core._blocking import _wait_write as _blocking_write
+from psycogreen.core import patch
+from psycogreen.core.backend import Backend, Event, Task, register_backend
 from psycogreen.eventlet.__about__ import __version__
 
-__all__ = ["__version__", "eventlet_wait_callback", "patch_psycopg"]
+__all__ = ["BACKEND", "__version__", "eventlet_wait_callback", "patch_psycopg"]
 
 
 # What a timed wait's timer switches back with.
@@ -27,20 +30,14 @@ _EXPIRED = object()
 
 
 def _wait(fd: int, evtype: str, timeout: float | None) -> bool:
-    hub = getattr(_threadlocal, "hub", None)
-    if hub is None:
-        # A thread with no hub (a native thread, a tpool worker): nothing else can run here,
-        # so block this thread only instead of starting a hub in it.
-        return (_blocking_read if evtype == READ else _blocking_write)(fd, timeout)
+    # Core calls this only where _can_switch() said yes: this thread's hub, outside its loop.
+    hub = _threadlocal.hub
     # The hot path (bench/ section 1): what trampoline() does, minus its argument handling
     # and, for a timed wait, the exception it throws in on expiry (the timer switches back
     # with a marker instead). The listener is removed on every way out, as trampoline does,
     # so that eventlet's fd-reuse bookkeeping (mark_as_reopened) never meets a stale one; a
     # closed fd is thrown in as IOClosed through current.throw.
     current = getcurrent()
-    if hub.greenlet is current:
-        message = "do not call blocking functions from the mainloop"
-        raise RuntimeError(message)
     if timeout is not None:
         return _wait_timed(hub, current, fd, evtype, timeout)
     listener = hub.add(evtype, fd, current.switch, current.throw, None)
@@ -72,21 +69,90 @@ def _wait_write(fd: int, timeout: float | None = None, /) -> bool:
     return _wait(fd, WRITE, timeout)
 
 
-eventlet_wait_callback = make_wait_callback(
-    _wait_read, _wait_write, name="eventlet_wait_callback", module=__name__
-)
+def _has_hub() -> bool:
+    # A thread with no hub (a native thread, a tpool worker): core blocks that thread only
+    # instead of starting a hub in it.
+    return getattr(_threadlocal, "hub", None) is not None
 
 
-def _can_wait() -> bool:
+def _can_switch() -> bool:
     # The hub's greenlet cannot switch to itself (eventlet: "do not call blocking functions
     # from the mainloop"): code it runs directly (a timer, a signal handler) cannot wait.
     hub = getattr(_threadlocal, "hub", None)
-    return hub is None or hub.greenlet is not getcurrent()
+    return hub is not None and hub.greenlet is not getcurrent()
 
 
-register_backend(
-    "eventlet", eventlet_wait_callback, waits=(_wait_read, _wait_write), can_wait=_can_wait
+class _Event:
+    """A resettable event: eventlet's own ``Event`` can be sent once only."""
+
+    def __init__(self) -> None:
+        self._event = eventlet.event.Event()
+
+    def set(self) -> None:
+        if not self._event.ready():
+            self._event.send(True)  # noqa: FBT003 (eventlet's signature)
+
+    def clear(self) -> None:
+        if self._event.ready():
+            self._event = eventlet.event.Event()
+
+    def is_set(self) -> bool:
+        return bool(self._event.ready())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        event = self._event
+        if event.ready():
+            return True
+        with eventlet.Timeout(timeout, False):  # noqa: FBT003 (eventlet's signature)
+            event.wait()
+        return bool(event.ready())
+
+
+class _Task:
+    """An eventlet green thread as a core task."""
+
+    def __init__(self, func: Callable[[], object]) -> None:
+        self._thread = eventlet.spawn(func)
+
+    def join(self, timeout: float | None = None) -> None:
+        with eventlet.Timeout(timeout, False):  # noqa: FBT003
+            self._thread.wait()
+
+    def kill(self) -> None:
+        self._thread.kill()
+
+
+def _event() -> Event:
+    return _Event()
+
+
+def _spawn(func: Callable[[], object]) -> Task:
+    return _Task(func)
+
+
+#: psycogreen's record of eventlet (:mod:`psycogreen.core.backend`).
+BACKEND = Backend(
+    name="eventlet",
+    wait_read=_wait_read,
+    wait_write=_wait_write,
+    can_switch=_can_switch,
+    has_hub=_has_hub,
+    sleep=eventlet.sleep,
+    event=_event,
+    lock=eventlet.semaphore.Semaphore,
+    spawn=_spawn,
+    # eventlet.monkey_patch() installs eventlet's own copy of the 2010 callback; psycogreen
+    # 1.0.2's module had the same name as this one.
+    equivalents=frozenset(
+        {
+            ("eventlet.support.psycopg2_patcher", "eventlet_wait_callback"),
+            ("psycogreen.eventlet", "eventlet_wait_callback"),
+        }
+    ),
+    callback_name="eventlet_wait_callback",
+    callback_module=__name__,
 )
+eventlet_wait_callback = register_backend(BACKEND)
 
 
 def patch_psycopg(*, force: bool = False) -> None:

@@ -12,13 +12,17 @@ inside uWSGI, in the one mode measured to work: the mode is checked once, by
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
 import time
 
-from psycogreen.core import make_wait_callback, patch, register_backend
+from psycogreen.core import patch
+from psycogreen.core.backend import Backend, Event, register_backend
 from psycogreen.uwsgi.__about__ import __version__
-from psycogreen.uwsgi._checks import AsyncAPI, UwsgiModeError, load_uwsgi, misuse_error
+from psycogreen.uwsgi._checks import AsyncAPI, UwsgiModeError, diagnose, load_uwsgi, misuse_error
 
-__all__ = ["UwsgiModeError", "__version__", "patch_psycopg", "uwsgi_wait_callback"]
+__all__ = ["BACKEND", "UwsgiModeError", "__version__", "patch_psycopg", "uwsgi_wait_callback"]
 
 # uWSGI parses timeouts as a C int ("i|i").
 _MAX_SECONDS = 2**31 - 1
@@ -99,10 +103,90 @@ def _wait_timed(fd: int, timeout: float, *, write: bool) -> bool:
     return False
 
 
-uwsgi_wait_callback = make_wait_callback(
-    _wait_read, _wait_write, name="uwsgi_wait_callback", module=__name__
+def _sleep(seconds: float) -> None:
+    # uWSGI's async API waits for fds and timers only: a timed wait on a pipe nobody writes.
+    read, write = os.pipe()
+    try:
+        _wait_read(read, seconds)
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+class _Event:
+    """An event whose waiters suspend on a pipe: uWSGI's async API waits for fds and timers."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._pipe: tuple[int, int] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        if self._pipe is not None:
+            os.write(self._pipe[1], b"x")
+
+    def clear(self) -> None:
+        self._flag = False
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        if self._pipe is None:
+            self._pipe = os.pipe()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            _wait_read(self._pipe[0], remaining)
+        return self._flag
+
+    def __del__(self) -> None:
+        self.clear()
+
+
+def _event() -> Event:
+    return _Event()
+
+
+def _in_use() -> bool:
+    uwsgi = sys.modules.get("uwsgi")
+    return uwsgi is not None and diagnose(uwsgi.loop, uwsgi.opt) is None
+
+
+_COPY_REFUSAL = (
+    "a fast COPY never waits for its socket, so it must hand control to the worker's other "
+    "requests every few milliseconds, and uWSGI's async API has no way to do that (its timers "
+    "count whole seconds; a wait with no time left returns without suspending the request). "
+    "Run the COPY in a gevent or eventlet worker, a mule or another process"
 )
-register_backend("uwsgi", uwsgi_wait_callback, waits=(_wait_read, _wait_write))
+
+#: psycogreen's record of uWSGI's async mode (:mod:`psycogreen.core.backend`).
+BACKEND = Backend(
+    name="uwsgi",
+    wait_read=_wait_read,
+    wait_write=_wait_write,
+    sleep=_sleep,
+    event=_event,
+    # Requests of one worker run in one thread and switch only in a wait: a lock is never
+    # held across one.
+    lock=threading.Lock,
+    spawn=None,  # no tasks of its own: background work runs in the request that needs it
+    copy_refusal=_COPY_REFUSAL,
+    # The waits work only inside a request's own context.
+    cancel_waits=False,
+    in_use=_in_use,
+    callback_name="uwsgi_wait_callback",
+    callback_module=__name__,
+)
+uwsgi_wait_callback = register_backend(BACKEND)
 
 
 def patch_psycopg(*, force: bool = False) -> None:
