@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.env import missing
+from tests.support.child import ChildFailedError, run_json
 from tests.support.postgres import ThrowawayPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,29 +66,30 @@ def legacy() -> str:
 RunGreen = Callable[..., Any]
 
 
+def scenario_name(scenario: Callable[..., Any]) -> str:
+    """``module:function`` of a scenario function of ``tests/support/scenarios*.py``."""
+    module = scenario.__module__
+    prefix = "tests.support."
+    if not module.startswith(prefix):
+        message = f"{scenario!r} is not a scenario of tests/support/"
+        raise ValueError(message)
+    return f"{module[len(prefix) :]}:{scenario.__name__}"
+
+
 @pytest.fixture
 def run_green(dsn: str) -> RunGreen:
-    """Run ``tests.support.scenarios.<name>`` in a subprocess patched for ``sched``; return its result."""
+    """Run ``scenario`` in a subprocess monkey-patched for ``sched``; return its JSON result.
 
-    def run(sched: str, name: str, *, timeout: float = 120, **kwargs: Any) -> Any:
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PSYCOGREEN_TEST_DSN": dsn, "PYTHONPATH": path}
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.support.green", sched, name, json.dumps(kwargs)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.fail(
-                f"scenario {name} under {sched} exited {proc.returncode}\n"
-                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}",
-                pytrace=False,
-            )
-        lines = proc.stdout.strip().splitlines()
-        return json.loads(lines[-1])
+    ``scenario`` is a function of ``tests/support/scenarios*.py`` (``scenario(sched, dsn,
+    **kwargs)`` in the child).
+    """
+
+    def run(sched: str, scenario: Callable[..., Any], *, timeout: float = 120, **kw: Any) -> Any:
+        name = scenario_name(scenario)
+        args = ["-m", "tests.support.green", sched, name, json.dumps(kw)]
+        try:
+            return run_json(args, env={"PSYCOGREEN_TEST_DSN": dsn}, timeout=timeout)
+        except ChildFailedError as exc:
+            pytest.fail(f"scenario {name} under {sched}: {exc}", pytrace=False)
 
     return run

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import RunGreen
 from tests.support.env import require
+from tests.support import scenarios_copy
 
 pytestmark = pytest.mark.postgres
 
@@ -33,7 +34,7 @@ def table(conn: Any) -> Any:
 def test_django_cursor(run_green: RunGreen, table: str, scheduler: str) -> None:
     require(scheduler)
     require("django")
-    out = run_green(scheduler, "scenarios_copy:django_raw", table=table)
+    out = run_green(scheduler, scenarios_copy.django_raw, table=table)
     assert out["psycopg2"] is True, out  # not psycopg 3
     assert out["from"] == out["expert"] == out["count"] == 1000, out
     assert out["bytes"] > 10_000
@@ -43,6 +44,6 @@ def test_django_cursor(run_green: RunGreen, table: str, scheduler: str) -> None:
 def test_sqlalchemy_raw_connection(run_green: RunGreen, table: str, scheduler: str) -> None:
     require(scheduler)
     require("sqlalchemy")
-    out = run_green(scheduler, "scenarios_copy:sqlalchemy_raw", table=table)
+    out = run_green(scheduler, scenarios_copy.sqlalchemy_raw, table=table)
     assert out["from"] == out["to"] == out["count"] == 1000, out
     assert out["bytes"] > 10_000

@@ -20,7 +20,7 @@ def test_copy_and_ctrl_c(run_green: RunGreen, conn: Any) -> None:
     cur.execute(f"DROP TABLE IF EXISTS {table}")
     cur.execute(f"CREATE TABLE {table} (a int, b text, c numeric)")
     try:
-        out = run_green("none", "scenarios_copy:blocking_copy", table=table)
+        out = run_green("none", scenarios_copy.blocking_copy, table=table)
     finally:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
     assert out["from"] == out["to"] == 1000
@@ -42,6 +42,7 @@ except OSError as exc:
 import importlib.metadata
 import psycopg2
 import psycogreen.core as core
+from tests.support import scenarios_copy
 try:
     importlib.metadata.distribution("psycopg2-binary")
     binary = True

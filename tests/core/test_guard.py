@@ -3,7 +3,7 @@
 
 Scripted connections and hand-made greenlets stand in for states a server cannot produce on
 demand (an operation in flight in another thread, a second interrupt during a cancel). The
-real-server behaviour is in ``tests/support/suite_interrupt.py``.
+real-server behaviour is in ``tests/green/test_interrupt.py``.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ import pytest
 import psycogreen.core as core
 from psycogreen.core import SchedulerNotFoundError, get_backend
 from tests.conftest import RunGreen
+from tests.support import scenarios_core
 
 pytestmark = pytest.mark.postgres
 
 
 def test_foreign_callback_is_refused_then_forced(run_green: RunGreen) -> None:
-    out = run_green("none", "scenarios_core:foreign_callbacks", legacy="")
+    out = run_green("none", scenarios_core.foreign_callbacks, legacy="")
     assert "other code installed a wait callback (psycopg2.extras.wait_select)" in out["foreign"]
     assert "force=True" in out["foreign"]
     assert "set_wait_callback(None)" in out["foreign"]
@@ -31,7 +32,7 @@ def test_psycogreen_1_0_2_callback_conflicts_with_another_scheduler(
     import importlib.util
 
     sched = "gevent" if importlib.util.find_spec("gevent") else "eventlet"
-    out = run_green(sched, "scenarios_core:foreign_callbacks", legacy=legacy)
+    out = run_green(sched, scenarios_core.foreign_callbacks, legacy=legacy)
     assert (
         f"already patched for {sched} (psycogreen.{sched}.{sched}_wait_callback, installed by other code)"
         in out["legacy_conflict"]

@@ -25,6 +25,9 @@ import psycopg2.extensions
 from psycogreen import core
 from tests.support.green import Scheduler
 
+TIMEOUT = 2  # libpq's smallest connect_timeout (1 is rounded up to 2)
+SLACK = 0.5  # what a connect may take beyond connect_timeout
+
 #: A name only the fake resolvers of these scenarios know.
 FAKE_NAME = "db.psycogreen.test"
 

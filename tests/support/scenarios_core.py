@@ -164,3 +164,47 @@ def blocking_cancel_from_a_thread(sched: Scheduler, dsn: str) -> dict[str, Any]:
     out["unpatched"] = cur.fetchone()[0]
     conn.close()
     return out
+
+
+def blocking_sigint_frozen(sched: Scheduler, dsn: str, after: float = 1.0) -> dict[str, Any]:
+    """Ctrl-C while the server, and so the cancel request, is black-holed (a frozen proxy).
+
+    The interrupt reaches the program on time; the cancel request goes on in a thread of its
+    own, bounded by the cancel timeout, and reaches the server once the network is back.
+    """
+    from tests.support.proxy import Proxy
+
+    core.patch_psycopg("blocking")
+    params = psycopg2.extensions.parse_dsn(dsn)
+    out: dict[str, Any] = {}
+    with Proxy(params.get("host", "127.0.0.1"), int(params["port"])) as proxy:
+        conn = psycopg2.connect(f"{dsn} host=127.0.0.1 port={proxy.port}")
+        pid = conn.get_backend_pid()
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        proxy.freeze()
+        start = time.perf_counter()
+        ctrl_c_after(after)
+        try:
+            cur.execute("SELECT pg_sleep(10)")
+        except KeyboardInterrupt:
+            out["error"] = "KeyboardInterrupt"
+        out["elapsed"] = time.perf_counter() - start
+        out["closed"] = conn.closed
+        time.sleep(0.3)
+        proxy.thaw()
+        watcher = psycopg2.connect(dsn)
+        watcher.autocommit = True
+        wcur = watcher.cursor()
+        deadline = time.perf_counter() + 5
+        state: str | None = "active"
+        while time.perf_counter() < deadline:
+            wcur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+            row = wcur.fetchone()
+            state = None if row is None else row[0]
+            if state != "active":
+                break
+            time.sleep(0.02)
+        out["server_state"] = state
+        watcher.close()
+    return out

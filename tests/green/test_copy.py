@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""COPY under green mode: tests every backend passes (``tests/<backend>/test_copy.py``).
+"""COPY under green mode: what every green backend does (once per scheduler).
 
 Each scenario runs in a subprocess patched for the backend (``scenarios_copy.py``); data are
 compared byte for byte with psycopg2's own COPY, run here in the unpatched test process.
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios_copy
 
 pytestmark = pytest.mark.postgres
 
-S = "scenarios_copy:"
 FORMATS = {"text": "", "csv": "(FORMAT csv)", "binary": "(FORMAT binary)"}
 
 
@@ -61,7 +61,7 @@ def test_roundtrip_every_format_byte_for_byte(
         "g * 1.25 AS d, decode(md5(g::text), 'hex') AS e, "
         "ARRAY[g, g + 1] AS f FROM generate_series(1, 20000) g"
     )
-    out = run_green(scheduler, S + "roundtrip", table=table)
+    out = run_green(scheduler, scenarios_copy.roundtrip, table=table)
     for fmt, opts in FORMATS.items():
         reference = _native_copy_to(
             conn, f"COPY (SELECT * FROM {table} ORDER BY a) TO STDOUT {opts}"
@@ -95,7 +95,7 @@ def test_million_rows_each_way_keep_the_scheduler_running(
     other processes; its bound only says the COPY never blocked the scheduler outright (a
     blocking COPY of these rows takes 0.3 s and more). ``bench/copy.py`` reports wall gaps.
     """
-    out = run_green(scheduler, S + "big", table=table, rows=1_000_000, timeout=180)
+    out = run_green(scheduler, scenarios_copy.big, table=table, rows=1_000_000, timeout=180)
     for fmt in ("text", "binary"):
         facts = out[fmt]
         assert facts["to"] == facts["from"] == 1_000_000, facts
@@ -111,7 +111,7 @@ def test_transactions_behave_as_psycopg2s_own_copy(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
     _plain_table(conn, table)
-    out = run_green(scheduler, S + "transactions", table=table)
+    out = run_green(scheduler, scenarios_copy.transactions, table=table)
     assert out["copied"] == 1000
     assert out["status_after_copy"] is True
     assert out["visible_before_commit"] == 0
@@ -130,8 +130,7 @@ def test_interrupted_copy_from_stops_on_the_server(  # noqa: PLR0917
     scheduler: str, run_green: RunGreen, conn: Any, table: str, how: str, autocommit: bool
 ) -> None:
     _plain_table(conn, table)
-    out = run_green(
-        scheduler, S + "interrupted", table=table, direction="from", how=how, autocommit=autocommit
+    out = run_green(scheduler, scenarios_copy.interrupted, table=table, direction="from", how=how, autocommit=autocommit
     )
     expected = {
         "timeout": "Timeout",
@@ -157,8 +156,7 @@ def test_interrupted_copy_to_stops_on_the_server(
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b FROM generate_series(1, 300000) g"
     )
-    out = run_green(
-        scheduler, S + "interrupted", table=table, direction="to", how=how, autocommit=False
+    out = run_green(scheduler, scenarios_copy.interrupted, table=table, direction="to", how=how, autocommit=False
     )
     expected = {
         "timeout": "Timeout",
@@ -177,7 +175,7 @@ def test_interrupted_copy_to_stops_on_the_server(
 
 def test_server_errors_mid_copy(scheduler: str, run_green: RunGreen, conn: Any, table: str) -> None:
     _plain_table(conn, table)
-    out = run_green(scheduler, S + "server_errors", table=table)
+    out = run_green(scheduler, scenarios_copy.server_errors, table=table)
     name, code, text, pgerror, closed, after = out["bad_row"]
     assert (name, code, closed, after) == ("InvalidTextRepresentation", "22P02", 0, 1)
     assert 'invalid input syntax for type integer: "oops"' in text
@@ -208,8 +206,7 @@ def test_connection_closed_by_another_task(
     )
     if direction == "from":
         conn.cursor().execute(f"TRUNCATE {table}")
-    out = run_green(
-        scheduler, S + "closed_mid_copy", table=table, direction=direction, guarded=False
+    out = run_green(scheduler, scenarios_copy.closed_mid_copy, table=table, direction=direction, guarded=False
     )
     assert out["closer"] == "closed", out
     assert out["result"] == "InterfaceError:connection already closed", out
@@ -226,7 +223,7 @@ def test_guarded_connection_refuses_close_during_copy(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
         "FROM generate_series(1, 100000) g"
     )
-    out = run_green(scheduler, S + "closed_mid_copy", table=table, direction="to", guarded=True)
+    out = run_green(scheduler, scenarios_copy.closed_mid_copy, table=table, direction="to", guarded=True)
     assert out["closer"] == "ConnectionBusyError:8", out
     assert out["result"] == "finished", out
     assert out["closed"] == 0
@@ -239,7 +236,7 @@ def test_another_tasks_query_on_the_connection(
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b FROM generate_series(1, 100000) g"
     )
-    out = run_green(scheduler, S + "same_connection", table=table, guarded=guarded)
+    out = run_green(scheduler, scenarios_copy.same_connection, table=table, guarded=guarded)
     assert out["copied"] == out["expected"] == out["bytes_ok"] == 100000, out
     assert out["closed"] == 0
     execute, commit, copy = out["intruder"]
@@ -256,7 +253,7 @@ def test_copy_methods_by_name_on_patched_connect(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
     _plain_table(conn, table)
-    out = run_green(scheduler, S + "by_name", table=table)
+    out = run_green(scheduler, scenarios_copy.by_name, table=table)
     assert "CopyCursorMixin" in out["cursor_class"], out
     assert out["default"] == [10, 10, 10]
     assert out["dict"] == [10, 20, 20]
@@ -264,7 +261,7 @@ def test_copy_methods_by_name_on_patched_connect(
 
 
 def test_refuses_where_it_cannot_be_cooperative(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, S + "refusals")
+    out = run_green(scheduler, scenarios_copy.refusals)
     assert "not psycogreen's" in out["foreign"], out
     assert "uWSGI" in out["uwsgi"], out
     assert "PQnoSuchFunction" in out["missing_symbol"], out
@@ -277,7 +274,7 @@ def test_without_callback_and_connections_made_before_patching(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
     _plain_table(conn, table)
-    out = run_green(scheduler, S + "without_callback_and_old_connections", table=table)
+    out = run_green(scheduler, scenarios_copy.without_callback_and_old_connections, table=table)
     assert out["native_from"] == 100
     assert out["native_core_to"] == 100
     assert out["nonblocking_before"] == 0
@@ -299,7 +296,7 @@ def test_unreachable_server_ends_with_the_connection_closed(
     )
     if direction == "from":
         conn.cursor().execute(f"TRUNCATE {table}")
-    out = run_green(scheduler, S + "unreachable", table=table, direction=direction)
+    out = run_green(scheduler, scenarios_copy.unreachable, table=table, direction=direction)
     assert out["result"] == "Timeout", out
     assert out["closed"] != 0, out
     assert out["elapsed"] < 2.5, out  # Timeout at 0.6 s, then at most 0.5 s (and a slice)
@@ -320,6 +317,6 @@ def test_backend_terminated_mid_copy(
     )
     if direction == "from":
         conn.cursor().execute(f"TRUNCATE {table}")
-    out = run_green(scheduler, S + "terminated", table=table, direction=direction)
+    out = run_green(scheduler, scenarios_copy.terminated, table=table, direction=direction)
     assert out["result"].split(":")[0] in {"OperationalError", "AdminShutdown"}, out
     assert out["closed"] != 0, out

@@ -1,11 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Interruptions and misuse: tests every backend passes (issue "Interruptions and misuse").
+"""Interruptions and misuse, under every green backend (once per scheduler).
 
 Each test runs a scenario of ``scenarios_interrupt.py`` in a monkey-patched subprocess against a
 real PostgreSQL and asserts on the server's side (``pg_stat_activity``, or a proxy's count of
-upstream connections). A backend's ``test_interrupt.py`` star-imports this module; its
-``conftest.py`` gives the ``scheduler`` fixture. What each case promises is documented in
-``docs/interruptions.md``.
+upstream connections). What each case promises is documented in ``docs/interruptions.md``.
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ import pytest
 
 from tests.conftest import RunGreen
 from tests.support.env import require
+from tests.support import scenarios_interrupt
 
 pytestmark = pytest.mark.postgres
 
-S = "scenarios_interrupt:"
 
 # What the interrupted code sees: the interrupt itself, unchanged.
 EXCEPTION = {
@@ -61,7 +59,7 @@ def test_interrupt_cancels_on_the_server_and_closes(
     """A query in flight: the interrupt propagates unchanged, the statement stops on the
     server promptly, and the connection is closed (psycopg2 closes it when the callback
     raises): never open and unusable, no backend left."""
-    out = run_green(scheduler, S + "interrupt", op=op, how=how, repeat=5)
+    out = run_green(scheduler, scenarios_interrupt.interrupt, op=op, how=how, repeat=5)
     _check_common(out)
     for run in out["runs"]:
         assert run["exc"] == EXCEPTION[how], run
@@ -83,7 +81,7 @@ def test_interrupted_listen_wait_keeps_the_connection(
     scheduler: str, run_green: RunGreen, how: str
 ) -> None:
     """Waiting for a NOTIFY is the program's own wait: nothing to cancel, connection usable."""
-    out = run_green(scheduler, S + "interrupt", op="listen_wait", how=how, repeat=3)
+    out = run_green(scheduler, scenarios_interrupt.interrupt, op="listen_wait", how=how, repeat=3)
     _check_common(out)
     for run in out["runs"]:
         assert run["exc"] == EXCEPTION[how], run
@@ -102,7 +100,7 @@ def test_interrupt_without_an_answering_server(
     """A connect or a ROLLBACK that the (frozen) server never answers: the interrupt arrives
     within the cancel's bound (0.3 s here), no connection is half-made, and once the network
     is back no backend is left."""
-    out = run_green(scheduler, S + "interrupt", op=op, how=how, repeat=3)
+    out = run_green(scheduler, scenarios_interrupt.interrupt, op=op, how=how, repeat=3)
     _check_common(out)
     for run in out["runs"]:
         assert run["exc"] == EXCEPTION[how], run
@@ -124,7 +122,7 @@ def test_deadline_cancels_and_keeps_the_connection(
 ) -> None:
     """psycogreen's own deadline (0.2 s): QueryCanceled, the statement stopped on the server,
     the connection usable after rollback()."""
-    out = run_green(scheduler, S + "deadline", op=op, how=how)
+    out = run_green(scheduler, scenarios_interrupt.deadline, op=op, how=how)
     for run in out["runs"]:
         assert run["exc"] == "QueryCanceled", run
         assert run["pgcode"] == "57014", run
@@ -141,7 +139,7 @@ def test_deadline_cancels_and_keeps_the_connection(
 @pytest.mark.parametrize("how", ["block", "connection"])
 def test_deadline_during_connect(scheduler: str, run_green: RunGreen, how: str) -> None:
     """A connect the server never answers, under psycogreen's deadline: OperationalError."""
-    out = run_green(scheduler, S + "deadline", op="connect", how=how)
+    out = run_green(scheduler, scenarios_interrupt.deadline, op="connect", how=how)
     for run in out["runs"]:
         assert run["exc"] == "OperationalError", run
         assert re.search("timed out|timeout expired", run["message"]), run
@@ -186,7 +184,7 @@ def test_misuse_from_another_greenlet_is_refused(
 ) -> None:
     """commit()/close()/execute()... from a second greenlet: ConnectionBusyError at once,
     not a frozen process; the user's connection and cursor factories keep working."""
-    out = run_green(scheduler, S + "misuse", factory=factory, timeout=180)
+    out = run_green(scheduler, scenarios_interrupt.misuse, factory=factory, timeout=180)
     _check_misuse(out)
     assert "GuardedConnection" in out["mro"], out
     assert "GuardedCursor" in out["cursor_mro"], out
@@ -200,20 +198,20 @@ def test_misuse_from_another_greenlet_is_refused(
 
 def test_misuse_through_sqlalchemy(scheduler: str, run_green: RunGreen) -> None:
     require("sqlalchemy")
-    out = run_green(scheduler, S + "misuse", via="sqlalchemy", timeout=180)
+    out = run_green(scheduler, scenarios_interrupt.misuse, via="sqlalchemy", timeout=180)
     _check_misuse(out)
 
 
 def test_misuse_through_django(scheduler: str, run_green: RunGreen) -> None:
     require("django")
-    out = run_green(scheduler, S + "misuse", via="django", timeout=180)
+    out = run_green(scheduler, scenarios_interrupt.misuse, via="django", timeout=180)
     _check_misuse(out)
 
 
 def test_native_threads_block_only_themselves(scheduler: str, run_green: RunGreen) -> None:
     """A query from an OS thread (plain, or the scheduler's pool) works with a plain blocking
     wait: no LoopExit, no hang, the main hub keeps ticking; deadlines work there too."""
-    out = run_green(scheduler, S + "native_threads")
+    out = run_green(scheduler, scenarios_interrupt.native_threads)
     for where in ("thread", "pool"):
         seen = out[where]
         assert "error" not in seen, seen
@@ -233,7 +231,7 @@ def test_native_threads_block_only_themselves(scheduler: str, run_green: RunGree
 @pytest.mark.slow
 def test_kill_storm(scheduler: str, run_green: RunGreen) -> None:
     """200 greenlets x 50 queries, 10% killed at random points."""
-    out = run_green(scheduler, S + "kill_storm", timeout=300)
+    out = run_green(scheduler, scenarios_interrupt.kill_storm, timeout=300)
     assert out["mixed"] == 0, out
     assert out["errors"] == [], out
     assert out["killed"] >= 10, out
@@ -248,7 +246,7 @@ def test_kill_storm(scheduler: str, run_green: RunGreen) -> None:
 @pytest.mark.slow
 def test_timeout_storm(scheduler: str, run_green: RunGreen) -> None:
     """20 greenlets x 100 queries under random 0-8 ms timeouts (scheduler's and psycogreen's)."""
-    out = run_green(scheduler, S + "timeout_storm", timeout=300)
+    out = run_green(scheduler, scenarios_interrupt.timeout_storm, timeout=300)
     assert out["unexpected"] == [], out
     assert out["mixed"] == 0, out
     assert sum(out["seen"].values()) == 2000, out
@@ -261,7 +259,7 @@ def test_cancel_to_a_blackholed_server_does_not_block(scheduler: str, run_green:
     """conn.cancel() on a guarded connection goes through the scheduler: against a server that
     does not answer it gives up at the cancel timeout (psycopg2's own would hold the GIL until
     the network answers), and it cancels the query once the server answers again."""
-    out = run_green(scheduler, S + "cancel_blackholed", cancel_timeout=0.5)
+    out = run_green(scheduler, scenarios_interrupt.cancel_blackholed, cancel_timeout=0.5)
     kind, message = out["frozen"]
     assert kind == "OperationalError", out
     assert "did not take it within 0.5 s" in message, out
@@ -278,7 +276,7 @@ def test_cancel_to_a_blackholed_server_does_not_block(scheduler: str, run_green:
 def test_cancel_run_by_the_hub_itself(scheduler: str, run_green: RunGreen) -> None:
     """The hub cannot wait on itself: conn.cancel() from a loop callback (or a signal handler
     the hub runs) uses psycopg2's blocking cancel instead of failing."""
-    out = run_green(scheduler, S + "cancel_from_the_loop")
+    out = run_green(scheduler, scenarios_interrupt.cancel_from_the_loop)
     assert out["in_hub"] is True, out
     assert out["cancel_error"] is None, out
     assert out["error"] == "QueryCanceled", out
@@ -291,7 +289,7 @@ def test_cancel_run_by_the_hub_itself(scheduler: str, run_green: RunGreen) -> No
 def test_blackholed_server(scheduler: str, run_green: RunGreen, how: str) -> None:
     """The server stops answering mid-query and so does the cancel (same address): the timeout
     fires on time, the cancel gives up within its own bound (0.5 s), the hub keeps ticking."""
-    out = run_green(scheduler, S + "blackhole", how=how, cancel_timeout=0.5)
+    out = run_green(scheduler, scenarios_interrupt.blackhole, how=how, cancel_timeout=0.5)
     expected = {"timeout": "Timeout", "deadline": "OperationalError", "kill": "GreenletExit"}
     for run in out["runs"]:
         assert run["exc"] == expected[how], run
@@ -299,8 +297,10 @@ def test_blackholed_server(scheduler: str, run_green: RunGreen, how: str) -> Non
             assert run["same_timeout"] is True, run
         if how == "deadline":
             assert "could not be asked to cancel" in run["message"], run
-        # fired at 1.0 s; then at most the cancel's bound before the exception arrives
-        assert 1.0 <= run["elapsed"] < 1.0 + 0.5 + 0.25, run
+        if how == "deadline":  # a deadline waits for the cancel, within its bound (0.5 s)
+            assert 1.0 <= run["elapsed"] < 1.0 + 0.5 + 0.25, run
+        else:  # an interrupt arrives on time; its cancel goes on in the background
+            assert 1.0 <= run["elapsed"] < 1.0 + 0.1, run
         assert run["closed"] != 0, run
         assert run["task_dead"] is True, run
         assert run["backend_gone"] is True, run

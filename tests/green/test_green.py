@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Tests every backend must pass, each scenario in a subprocess patched for the backend.
+"""What every green backend does: overlapping queries, errors, large values, named cursors.
 
-A backend's test module imports these (``from tests.support.suite_green import *``) and its
-``conftest.py`` provides the ``scheduler`` fixture.
+Each test runs once per scheduler (the ``scheduler`` parameter, ``tests/green/conftest.py``),
+its scenario in a subprocess patched for it.
 """
 
 from __future__ import annotations
@@ -10,25 +10,26 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios
 
 pytestmark = pytest.mark.postgres
 
 
 def test_concurrent_queries_overlap(scheduler: str, run_green: RunGreen) -> None:
     """20 x pg_sleep(0.3) on 20 connections finish in well under 2 x 0.3 s, hub ticking."""
-    out = run_green(scheduler, "concurrent_sleep", n=20, seconds=0.3)
+    out = run_green(scheduler, scenarios.concurrent_sleep, n=20, seconds=0.3)
     assert out["pids"] == 20
     assert out["wall"] < 0.55, out
     assert out["max_gap"] < 0.1, out
 
 
 def test_connect_concurrently(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "connect_many", n=20)
+    out = run_green(scheduler, scenarios.connect_many, n=20)
     assert out["pids"] == 20
 
 
 def test_server_errors_arrive_as_psycopg2_errors(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "server_errors")
+    out = run_green(scheduler, scenarios.server_errors)
     assert out["SELECT 1/0"] == ["DivisionByZero", "22012", 0]
     assert out["SELECT * FROM no_such_table"] == ["UndefinedTable", "42P01", 0]
     assert out["SELECT 'x'::int"] == ["InvalidTextRepresentation", "22P02", 0]
@@ -38,32 +39,32 @@ def test_server_errors_arrive_as_psycopg2_errors(scheduler: str, run_green: RunG
 
 
 def test_large_result(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "large_result", rows=100_000)
+    out = run_green(scheduler, scenarios.large_result, rows=100_000)
     assert out["rows"] == 100_000
     assert out["sum"] == 100_000 * 100_001 // 2
     assert out["last"] == "1e3aa6f4fd1ac4bf7ed9d7f9c5f8f2b1" or len(out["last"]) == 32
 
 
 def test_large_parameter_goes_through_the_write_wait(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "large_param", size=16 * 1024 * 1024)
+    out = run_green(scheduler, scenarios.large_param, size=16 * 1024 * 1024)
     assert out == {"length": 16 * 1024 * 1024, "md5_ok": True}
 
 
 def test_named_cursors_interleave(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "named_cursors", rows=5000)
+    out = run_green(scheduler, scenarios.named_cursors, rows=5000)
     assert out["a"] == [5000, 5000 * 5001 // 2]
     assert out["b"] == [5000, 5000 * 5001 // 2]
     assert out["ticks"] == 20
 
 
 def test_listen_notify_wakes_up(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "listen_notify")
+    out = run_green(scheduler, scenarios.listen_notify)
     assert out["payloads"] == ["0", "1", "2"]
     assert out["max_delay"] < 0.5, out
 
 
 def test_registry(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "registry")
+    out = run_green(scheduler, scenarios.registry)
     assert out["idempotent"] is True
     assert out["is_patched"] is True
     assert out["scheduler"] == scheduler
@@ -80,7 +81,7 @@ def test_registry(scheduler: str, run_green: RunGreen) -> None:
 def test_psycogreen_1_0_2_callback_is_replaced(
     scheduler: str, run_green: RunGreen, legacy: str
 ) -> None:
-    out = run_green(scheduler, "legacy_replaced", legacy=legacy)
+    out = run_green(scheduler, scenarios.legacy_replaced, legacy=legacy)
     assert out["legacy_module"] == f"psycogreen.{scheduler}"
     assert out["before"] is False
     assert out["after"] == scheduler
@@ -90,7 +91,7 @@ def test_psycogreen_1_0_2_callback_is_replaced(
 def test_query_timeout_cancels_and_keeps_the_connection(
     scheduler: str, run_green: RunGreen
 ) -> None:
-    out = run_green(scheduler, "query_timeout")
+    out = run_green(scheduler, scenarios.query_timeout)
     assert out["error"] == "QueryCanceled"
     assert out["elapsed"] < 1.0, out
     assert out["closed"] == 0
@@ -102,7 +103,7 @@ def test_query_timeout_cancels_and_keeps_the_connection(
 @pytest.mark.parametrize("how", ["timeout", "kill"])
 def test_interrupt_cancels_on_the_server(scheduler: str, run_green: RunGreen, how: str) -> None:
     """The scheduler's own Timeout or a kill propagates unchanged; the statement stops."""
-    out = run_green(scheduler, "interrupted", how=how)
+    out = run_green(scheduler, scenarios.interrupted, how=how)
     assert out["result"] == ("Timeout" if how == "timeout" else "GreenletExit")
     assert out["closed"] != 0
     # Not executing any more: idle (possibly in the aborted transaction) or disconnected.

@@ -1,10 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Connect tests every backend passes: connect_timeout, multi-host, green DNS, no leaks.
 
-A backend's ``test_connect.py`` imports these (``from tests.support.suite_connect import *``);
-its ``conftest.py`` provides the ``scheduler`` fixture. Each scenario runs in a subprocess
-patched for the backend, against a real PostgreSQL; the dead hosts are sockets the scenario
-makes on 127.0.0.1.
+Each test runs once per scheduler (``tests/green/conftest.py``), its scenario in a subprocess
+patched for it, against a real PostgreSQL; the dead hosts are sockets the scenario makes on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,11 +22,12 @@ import pytest
 from tests.conftest import RunGreen
 from tests.support.env import missing
 from tests.support.postgres import ThrowawayPostgres
+from tests.support import scenarios_connect
 
 pytestmark = pytest.mark.postgres
 
-TIMEOUT = 2  # libpq's smallest connect_timeout (1 is rounded up to 2)
-SLACK = 0.5  # what the issue allows beyond connect_timeout
+TIMEOUT = scenarios_connect.TIMEOUT
+SLACK = scenarios_connect.SLACK
 # The longest a heartbeat greenlet may wait beyond its interval, not counting the time the
 # kernel ran other processes (StallMeter in scenarios_connect.py): a blocking resolver or
 # connect stalls the hub for tens of milliseconds to seconds.
@@ -39,8 +39,7 @@ STALL = 0.02
 def test_dead_host_first_costs_one_connect_timeout(
     scheduler: str, run_green: RunGreen, kind: str, how: str
 ) -> None:
-    out = run_green(
-        scheduler, "scenarios_connect:dead_first", kind=kind, connect_timeout=TIMEOUT, how=how
+    out = run_green(scheduler, scenarios_connect.dead_first, kind=kind, connect_timeout=TIMEOUT, how=how
     )
     assert out["port"] == out["server_port"], out
     assert TIMEOUT - 0.05 <= out["elapsed"] < TIMEOUT + SLACK, out
@@ -49,7 +48,7 @@ def test_dead_host_first_costs_one_connect_timeout(
 
 
 def test_all_hosts_dead_one_error_naming_each(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:all_dead", connect_timeout=TIMEOUT)
+    out = run_green(scheduler, scenarios_connect.all_dead, connect_timeout=TIMEOUT)
     never, silent, closed = out["ports"]
     kind, message = out["error"]
     assert kind == "OperationalError"
@@ -65,7 +64,7 @@ def test_all_hosts_dead_one_error_naming_each(scheduler: str, run_green: RunGree
 
 @pytest.mark.parametrize("how", ["block", "psycogreen_timeout"])
 def test_psycogreen_deadline_bounds_connect(scheduler: str, run_green: RunGreen, how: str) -> None:
-    out = run_green(scheduler, "scenarios_connect:deadline", seconds=1.0, how=how)
+    out = run_green(scheduler, scenarios_connect.deadline, seconds=1.0, how=how)
     kind, message = out["error"]
     assert kind == "OperationalError"
     assert message.startswith(
@@ -75,7 +74,7 @@ def test_psycogreen_deadline_bounds_connect(scheduler: str, run_green: RunGreen,
 
 
 def test_slow_resolver_does_not_stop_other_greenlets(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:slow_dns", delay=0.5)
+    out = run_green(scheduler, scenarios_connect.slow_dns, delay=0.5)
     assert out["elapsed"] >= 0.5, out
     assert out["ticks"] > 30, out
     assert out["max_stall"] < STALL, out
@@ -93,14 +92,14 @@ def test_slow_resolver_does_not_stop_other_greenlets(scheduler: str, run_green: 
 
 def test_a_blocking_resolver_would_be_seen(scheduler: str, run_green: RunGreen) -> None:
     """The negative control: the same resolver sleeping the whole process stalls the hub."""
-    out = run_green(scheduler, "scenarios_connect:slow_dns", delay=0.5, blocking=True)
+    out = run_green(scheduler, scenarios_connect.slow_dns, delay=0.5, blocking=True)
     assert out["max_stall"] >= 0.2, out
 
 
 def test_hosts_file_names_skip_the_schedulers_resolver(scheduler: str, run_green: RunGreen) -> None:
     """localhost (in /etc/hosts, read first) does not go through the scheduler's resolver: a
     round trip through its thread pool costs as much as a local connect."""
-    out = run_green(scheduler, "scenarios_connect:hosts_file_name")
+    out = run_green(scheduler, scenarios_connect.hosts_file_name)
     if not out["local"]:
         missing("this machine does not answer localhost from /etc/hosts (nsswitch: files first)")
     assert out["localhost"] == ["localhost", "127.0.0.1"], out
@@ -110,7 +109,7 @@ def test_hosts_file_names_skip_the_schedulers_resolver(scheduler: str, run_green
 
 
 def test_connection_factory_and_unix_sockets(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:factory_and_sockets")
+    out = run_green(scheduler, scenarios_connect.factory_and_sockets)
     assert out["factory"] is True
     if out["socket_dir"]:
         assert out["socket_host"] is True
@@ -120,9 +119,7 @@ def test_connection_factory_and_unix_sockets(scheduler: str, run_green: RunGreen
 
 
 def test_service_file(scheduler: str, run_green: RunGreen, tmp_path) -> None:
-    out = run_green(
-        scheduler,
-        "scenarios_connect:service_file",
+    out = run_green(scheduler, scenarios_connect.service_file,
         path=str(tmp_path / "pg_service.conf"),
         connect_timeout=TIMEOUT,
     )
@@ -133,7 +130,7 @@ def test_service_file(scheduler: str, run_green: RunGreen, tmp_path) -> None:
 def test_bad_input_gives_psycopg2s_own_errors(
     scheduler: str, run_green: RunGreen, dsn: str
 ) -> None:
-    out = run_green(scheduler, "scenarios_connect:bad_input")
+    out = run_green(scheduler, scenarios_connect.bad_input)
     expected = {}
     for name, target in {
         "malformed": "host=127.0.0.1 = port",
@@ -150,7 +147,7 @@ def test_bad_input_gives_psycopg2s_own_errors(
 
 @pytest.mark.slow
 def test_no_fd_leak_after_1000_failed_connects(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:fd_leak", n=1000, timeouts=3)
+    out = run_green(scheduler, scenarios_connect.fd_leak, n=1000, timeouts=3)
     assert out["failed"] == 1000, out
     assert all("timeout expired" in t for t in out["timeouts"]), out
     assert out["after"] == out["before"], out
@@ -188,8 +185,7 @@ def test_pgpass_matched_against_the_host_name(
     scheduler: str, run_green: RunGreen, password_server: str, tmp_path: Path
 ) -> None:
     """The name resolved by the scheduler's resolver is what libpq matches .pgpass against."""
-    out = run_green(
-        scheduler, "scenarios_connect:pgpass", server=password_server, path=str(tmp_path / "pgpass")
+    out = run_green(scheduler, scenarios_connect.pgpass, server=password_server, path=str(tmp_path / "pgpass")
     )
     assert out["by_name"] == "pgpass_user", out
     # an entry for the address does not match: libpq looks the host name up, as without psycogreen
@@ -286,7 +282,7 @@ def test_verify_full_checks_the_name_not_the_address(
     scheduler: str, run_green: RunGreen, tls_server: tuple[str, str]
 ) -> None:
     server, ca = tls_server
-    out = run_green(scheduler, "scenarios_connect:verify_full", server=server, ca=ca)
+    out = run_green(scheduler, scenarios_connect.verify_full, server=server, ca=ca)
     assert out["ssl_in_use"] is True, out
     assert out["host"] == "db.psycogreen.test", out
     # the same address under another name: libpq checks the certificate against that name
@@ -294,7 +290,7 @@ def test_verify_full_checks_the_name_not_the_address(
 
 
 def test_target_session_attrs(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, "scenarios_connect:session_attrs")
+    out = run_green(scheduler, scenarios_connect.session_attrs)
     closed, port = out["ports"]
     assert out["read-write"] is out["primary"] is out["prefer-standby"] is out["any"] is True, out
     assert out["standby"].splitlines() == [

@@ -1,6 +1,0 @@
-# SPDX-License-Identifier: BSD-3-Clause
-"""The shared backend suite, run under eventlet."""
-
-from __future__ import annotations
-
-from tests.support.suite_green import *  # noqa: F403 (the suite every backend passes)

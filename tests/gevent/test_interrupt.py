@@ -1,6 +1,0 @@
-# SPDX-License-Identifier: BSD-3-Clause
-"""Interruptions and misuse, run under gevent."""
-
-from __future__ import annotations
-
-from tests.support.suite_interrupt import *  # noqa: F403 (the suite every backend passes)
