@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.env import missing
 from tests.support.child import ChildFailedError, run_json
+from tests.support.env import missing
 from tests.support.postgres import ThrowawayPostgres
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@
   ``sphinx`` style parses, plus inline roles (``:func:`timeout```) and ``.. versionadded::``
   directives, which it would print literally. Those two are rewritten before parsing: a role
   becomes inline code, the directive a sentence.
-- The wait callbacks are built at import time (``gevent_wait_callback = make_wait_callback(...)``),
+- The wait callbacks are built at import time (``gevent_wait_callback = register_backend(...)``),
   so static analysis sees an attribute without a docstring. They are documented as the
   functions they are, with the signature and docstring of the imported object.
 """
@@ -66,7 +66,7 @@ def _modules(module: griffe.Module) -> Iterator[griffe.Module]:
 
 
 def _as_function(module: griffe.Module, attribute: griffe.Attribute) -> griffe.Function | None:
-    """The runtime callable behind a ``make_wait_callback(...)`` attribute, as a griffe Function."""
+    """The runtime callable behind a ``register_backend(...)`` attribute, as a griffe Function."""
     try:
         runtime = getattr(importlib.import_module(module.path), attribute.name)
         signature = inspect.signature(runtime)
@@ -111,7 +111,7 @@ class RstToMarkdown(griffe.Extension):
             for name, member in list(module.members.items()):
                 if member.is_alias or not isinstance(member, griffe.Attribute):
                     continue
-                if not str(member.value).startswith("make_wait_callback("):
+                if not str(member.value).startswith(("make_wait_callback(", "register_backend(")):
                     continue
                 function = _as_function(module, member)
                 if function is not None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunGreen
-from tests.support.env import require
 from tests.support import scenarios_copy
+from tests.support.env import require
 
 pytestmark = pytest.mark.postgres
 

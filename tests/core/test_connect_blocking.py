@@ -17,9 +17,15 @@ pytestmark = pytest.mark.postgres
 
 @pytest.mark.parametrize("kind", ["never_accepts", "silent"])
 def test_dead_host_first_costs_one_connect_timeout(run_green: RunGreen, kind: str) -> None:
-    out = run_green("none", scenarios_connect.dead_first, kind=kind, connect_timeout=scenarios_connect.TIMEOUT)
+    out = run_green(
+        "none", scenarios_connect.dead_first, kind=kind, connect_timeout=scenarios_connect.TIMEOUT
+    )
     assert out["port"] == out["server_port"], out
-    assert scenarios_connect.TIMEOUT - 0.05 <= out["elapsed"] < scenarios_connect.TIMEOUT + scenarios_connect.SLACK, out
+    assert (
+        scenarios_connect.TIMEOUT - 0.05
+        <= out["elapsed"]
+        < scenarios_connect.TIMEOUT + scenarios_connect.SLACK
+    ), out
 
 
 def test_all_hosts_dead_one_error_naming_each(run_green: RunGreen) -> None:
@@ -33,7 +39,11 @@ def test_all_hosts_dead_one_error_naming_each(run_green: RunGreen) -> None:
         f'connection to server at "127.0.0.1", port {silent} failed: timeout expired',
         f'connection to server at "127.0.0.1", port {closed} failed: Connection refused',
     ], message
-    assert 2 * scenarios_connect.TIMEOUT - 0.05 <= out["elapsed"] < 3 * scenarios_connect.TIMEOUT + scenarios_connect.SLACK, out
+    assert (
+        2 * scenarios_connect.TIMEOUT - 0.05
+        <= out["elapsed"]
+        < 3 * scenarios_connect.TIMEOUT + scenarios_connect.SLACK
+    ), out
 
 
 def test_psycogreen_deadline_bounds_connect(run_green: RunGreen) -> None:
@@ -45,12 +55,18 @@ def test_psycogreen_deadline_bounds_connect(run_green: RunGreen) -> None:
 
 
 def test_service_file(run_green: RunGreen, tmp_path) -> None:
-    out = run_green("none", scenarios_connect.service_file,
+    out = run_green(
+        "none",
+        scenarios_connect.service_file,
         path=str(tmp_path / "pg_service.conf"),
         connect_timeout=scenarios_connect.TIMEOUT,
     )
     assert out["port"] == out["server_port"], out
-    assert scenarios_connect.TIMEOUT - 0.05 <= out["elapsed"] < scenarios_connect.TIMEOUT + scenarios_connect.SLACK, out
+    assert (
+        scenarios_connect.TIMEOUT - 0.05
+        <= out["elapsed"]
+        < scenarios_connect.TIMEOUT + scenarios_connect.SLACK
+    ), out
 
 
 def test_connection_factory_and_unix_sockets(run_green: RunGreen) -> None:
@@ -64,7 +80,11 @@ def test_unpatched_psycopg2_is_libpqs_own(run_green: RunGreen) -> None:
     """Without a wait callback libpq's blocking connect enforces connect_timeout itself."""
     out = run_green("none", scenarios_connect.unpatched, connect_timeout=scenarios_connect.TIMEOUT)
     assert out["error"][1].count("timeout expired") == 2, out
-    assert 2 * scenarios_connect.TIMEOUT - 0.05 <= out["elapsed"] < 2 * scenarios_connect.TIMEOUT + 2 * scenarios_connect.SLACK, out
+    assert (
+        2 * scenarios_connect.TIMEOUT - 0.05
+        <= out["elapsed"]
+        < 2 * scenarios_connect.TIMEOUT + 2 * scenarios_connect.SLACK
+    ), out
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios_copy
 
 pytestmark = pytest.mark.postgres
 
@@ -42,7 +43,6 @@ except OSError as exc:
 import importlib.metadata
 import psycopg2
 import psycogreen.core as core
-from tests.support import scenarios_copy
 try:
     importlib.metadata.distribution("psycopg2-binary")
     binary = True

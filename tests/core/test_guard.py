@@ -274,13 +274,13 @@ def test_a_second_interrupt_during_the_cancel_propagates(
         raise first
 
     class Request:  # a second interrupt arrives while the cancel request is being sent
-        def send(self, *args: object) -> bool:
+        def send(self, *_args: object) -> bool:
             raise KeyboardInterrupt
 
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(_cancel, "prepare", lambda conn: Request())
+    monkeypatch.setattr(_cancel, "prepare", lambda _conn: Request())
     with pytest.raises(KeyboardInterrupt) as info:
         make_wait_callback(wait, wait)(conn)
     assert info.value.__context__ is first
@@ -295,13 +295,13 @@ def test_a_failing_cancel_does_not_hide_the_interrupt(
         raise TimeoutError
 
     class Request:
-        def send(self, *args: object) -> bool:
+        def send(self, *_args: object) -> bool:
             raise OSError
 
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(_cancel, "prepare", lambda conn: Request())
+    monkeypatch.setattr(_cancel, "prepare", lambda _conn: Request())
     with pytest.raises(TimeoutError):
         make_wait_callback(wait, wait)(conn)
 

@@ -20,9 +20,9 @@ import psycopg2
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios_connect
 from tests.support.env import missing
 from tests.support.postgres import ThrowawayPostgres
-from tests.support import scenarios_connect
 
 pytestmark = pytest.mark.postgres
 
@@ -39,7 +39,8 @@ STALL = 0.02
 def test_dead_host_first_costs_one_connect_timeout(
     scheduler: str, run_green: RunGreen, kind: str, how: str
 ) -> None:
-    out = run_green(scheduler, scenarios_connect.dead_first, kind=kind, connect_timeout=TIMEOUT, how=how
+    out = run_green(
+        scheduler, scenarios_connect.dead_first, kind=kind, connect_timeout=TIMEOUT, how=how
     )
     assert out["port"] == out["server_port"], out
     assert TIMEOUT - 0.05 <= out["elapsed"] < TIMEOUT + SLACK, out
@@ -119,7 +120,9 @@ def test_connection_factory_and_unix_sockets(scheduler: str, run_green: RunGreen
 
 
 def test_service_file(scheduler: str, run_green: RunGreen, tmp_path) -> None:
-    out = run_green(scheduler, scenarios_connect.service_file,
+    out = run_green(
+        scheduler,
+        scenarios_connect.service_file,
         path=str(tmp_path / "pg_service.conf"),
         connect_timeout=TIMEOUT,
     )
@@ -185,7 +188,8 @@ def test_pgpass_matched_against_the_host_name(
     scheduler: str, run_green: RunGreen, password_server: str, tmp_path: Path
 ) -> None:
     """The name resolved by the scheduler's resolver is what libpq matches .pgpass against."""
-    out = run_green(scheduler, scenarios_connect.pgpass, server=password_server, path=str(tmp_path / "pgpass")
+    out = run_green(
+        scheduler, scenarios_connect.pgpass, server=password_server, path=str(tmp_path / "pgpass")
     )
     assert out["by_name"] == "pgpass_user", out
     # an entry for the address does not match: libpq looks the host name up, as without psycogreen

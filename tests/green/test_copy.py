@@ -130,7 +130,13 @@ def test_interrupted_copy_from_stops_on_the_server(  # noqa: PLR0917
     scheduler: str, run_green: RunGreen, conn: Any, table: str, how: str, autocommit: bool
 ) -> None:
     _plain_table(conn, table)
-    out = run_green(scheduler, scenarios_copy.interrupted, table=table, direction="from", how=how, autocommit=autocommit
+    out = run_green(
+        scheduler,
+        scenarios_copy.interrupted,
+        table=table,
+        direction="from",
+        how=how,
+        autocommit=autocommit,
     )
     expected = {
         "timeout": "Timeout",
@@ -156,7 +162,13 @@ def test_interrupted_copy_to_stops_on_the_server(
     conn.cursor().execute(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b FROM generate_series(1, 300000) g"
     )
-    out = run_green(scheduler, scenarios_copy.interrupted, table=table, direction="to", how=how, autocommit=False
+    out = run_green(
+        scheduler,
+        scenarios_copy.interrupted,
+        table=table,
+        direction="to",
+        how=how,
+        autocommit=False,
     )
     expected = {
         "timeout": "Timeout",
@@ -206,7 +218,8 @@ def test_connection_closed_by_another_task(
     )
     if direction == "from":
         conn.cursor().execute(f"TRUNCATE {table}")
-    out = run_green(scheduler, scenarios_copy.closed_mid_copy, table=table, direction=direction, guarded=False
+    out = run_green(
+        scheduler, scenarios_copy.closed_mid_copy, table=table, direction=direction, guarded=False
     )
     assert out["closer"] == "closed", out
     assert out["result"] == "InterfaceError:connection already closed", out
@@ -223,7 +236,9 @@ def test_guarded_connection_refuses_close_during_copy(
         f"CREATE TABLE {table} AS SELECT g AS a, md5(g::text) AS b, 1.5 AS c "
         "FROM generate_series(1, 100000) g"
     )
-    out = run_green(scheduler, scenarios_copy.closed_mid_copy, table=table, direction="to", guarded=True)
+    out = run_green(
+        scheduler, scenarios_copy.closed_mid_copy, table=table, direction="to", guarded=True
+    )
     assert out["closer"] == "ConnectionBusyError:8", out
     assert out["result"] == "finished", out
     assert out["closed"] == 0

@@ -159,8 +159,6 @@ def test_no_backend_module_imports_core_privately() -> None:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                PACKAGE + "._"
-            ):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "._"):
                 private.append(f"{path.relative_to(backends)}: from {node.module}")
     assert not private, "backends use core's public API only:\n" + "\n".join(private)

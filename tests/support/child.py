@@ -48,7 +48,7 @@ def run_json(
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
     python: str | None = None,
-) -> Any:  # noqa: ANN401 (whatever JSON the child printed)
+) -> Any:
     """Run ``python args...`` from the repository root and return the JSON of its last line.
 
     :raises ChildFailedError: the child failed; the message carries its output's last lines.
@@ -67,7 +67,9 @@ def run_json(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        raise ChildFailedError(f"{' '.join(args)}: no result within {timeout:g} s", out, err) from exc
+        raise ChildFailedError(
+            f"{' '.join(args)}: no result within {timeout:g} s", out, err
+        ) from exc
     if proc.returncode != 0:
         what = f"{' '.join(args)} exited {proc.returncode}"
         raise ChildFailedError(what, proc.stdout, proc.stderr)
@@ -75,4 +77,6 @@ def run_json(
     try:
         return json.loads(lines[-1])
     except (IndexError, ValueError) as exc:
-        raise ChildFailedError(f"{' '.join(args)} printed no JSON result", proc.stdout, proc.stderr) from exc
+        raise ChildFailedError(
+            f"{' '.join(args)} printed no JSON result", proc.stdout, proc.stderr
+        ) from exc

@@ -176,12 +176,15 @@ def sqlalchemy_collected(
         pool_timeout=60,
     )
     counts = {"closed": 0, "invalidated": 0, "done": 0, "hub_collections": 0}
-    event.listen(engine.pool, "close", lambda *a: counts.__setitem__("closed", counts["closed"] + 1))
-    event.listen(
-        engine.pool,
-        "invalidate",
-        lambda *a: counts.__setitem__("invalidated", counts["invalidated"] + 1),
-    )
+
+    def on(kind: str) -> Callable[..., None]:
+        def count(*_args: object) -> None:
+            counts[kind] += 1
+
+        return count
+
+    event.listen(engine.pool, "close", on("closed"))
+    event.listen(engine.pool, "invalidate", on("invalidated"))
     per_task = checkouts // greenlets
     gc.disable()
 
@@ -220,7 +223,7 @@ def sqlalchemy_collected(
     gc.enable()
     gc.collect()
     errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
-    logged = [m for m in records.messages(logging.ERROR)]
+    logged = records.messages(logging.ERROR)
     blocking = [m for m in logged if "Blocking" in m or "mainloop" in m]
     status = engine.pool.status()
     result = dict(counts)
@@ -252,7 +255,9 @@ def _schedule(sched: Scheduler, func: Callable[[], None]) -> None:
 # --- nested interrupts ------------------------------------------------------------------------
 
 
-def nested(sched: Scheduler, dsn: str, how: str = "two_timeouts", seconds: float = 0.2) -> dict[str, Any]:
+def nested(
+    sched: Scheduler, dsn: str, how: str = "two_timeouts", seconds: float = 0.2
+) -> dict[str, Any]:
     """Two interrupts that arrive together: the statement is cancelled all the same."""
     from psycogreen import core
 

@@ -26,15 +26,20 @@ from psycogreen.core._errors import (
     SchedulerNotFoundError,
 )
 from psycogreen.core._patch import current_scheduler, is_patched, patch, unpatch
-from psycogreen.core._poll import make_wait_callback
+from psycogreen.core._poll import make_wait_callback as make_wait_callback
 from psycogreen.core._psycopg3 import (
     PsycopgBlockingWarning,
     psycopg_blocking_reason,
     warn_if_psycopg_blocks,
 )
 from psycogreen.core._timeout import get_timeout, set_timeout, timeout
-from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
-from psycogreen.core.backend import register_backend
+
+# For backend authors: importable here as in 1.0, documented in psycogreen.core.backend, and left
+# out of __all__, which lists what an application uses.
+from psycogreen.core._types import PollingConnection as PollingConnection
+from psycogreen.core._types import WaitCallback as WaitCallback
+from psycogreen.core._types import WaitFunc as WaitFunc
+from psycogreen.core.backend import register_backend as register_backend
 
 if TYPE_CHECKING:
     from psycogreen.core._busy import ConnectionBusyError
@@ -63,14 +68,11 @@ __all__ = [
     "GuardedCursor",
     "GuardedNamedCursor",
     "PatchConflictError",
-    "PollingConnection",
     "PsycogreenError",
     "PsycopgBlockingWarning",
     "PsycopgIncompatibleError",
     "PsycopgNotFoundError",
     "SchedulerNotFoundError",
-    "WaitCallback",
-    "WaitFunc",
     "__version__",
     "check_psycopg",
     "connect",
@@ -84,11 +86,9 @@ __all__ = [
     "guarded_connection_class",
     "guarded_cursor_class",
     "is_patched",
-    "make_wait_callback",
     "patch",
     "patch_psycopg",
     "psycopg_blocking_reason",
-    "register_backend",
     "set_cancel_timeout",
     "set_timeout",
     "timeout",

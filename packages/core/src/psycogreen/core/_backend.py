@@ -14,9 +14,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from psycogreen.core import _waits
 from psycogreen.core._types import Event, Task, WaitFunc
 
-__all__ = ["Backend", "always", "thread_spawn"]
+__all__ = ["Backend", "always", "thread_spawn", "waits_here"]
 
 
 def always() -> bool:
@@ -90,3 +91,14 @@ class Backend:
     #: The wait callback's ``__name__`` and ``__module__`` (the 1.x names).
     callback_name: str = "wait_callback"
     callback_module: str = "psycogreen.core"
+
+
+def waits_here(backend: Backend) -> tuple[WaitFunc, WaitFunc]:
+    """The waits code that drives libpq itself (COPY, a cancel) uses here and now.
+
+    The backend's where the scheduler can switch; elsewhere (a thread with no hub, the hub's
+    own greenlet) waits that block this thread, as the wait callback does.
+    """
+    if backend.can_switch():
+        return backend.wait_read, backend.wait_write
+    return _waits.wait_read, _waits.wait_write

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from psycogreen.core import _cancel, _copy_libpq, _timeout
+from psycogreen.core._backend import waits_here
 from psycogreen.core._busy import refuse
 from psycogreen.core._copy_libpq import (
     CONNECTION_BAD,
@@ -347,7 +348,7 @@ def _waits() -> tuple[WaitFunc, WaitFunc]:
         if record.copy_refusal is not None:
             message = f"COPY cannot run cooperatively under {record.name}: {record.copy_refusal}"
             raise CopyUnavailableError(message)
-        return record.wait_read, record.wait_write
+        return waits_here(record)
     if scheduler is not None:
         message = (
             f"COPY cannot run cooperatively under {scheduler}: its psycogreen backend is "
