@@ -14,9 +14,10 @@ from tests.support.env import require
 
 pytestmark = pytest.mark.postgres
 
-# The hub's worst gap while the hub itself runs a rollback against a local server: it blocks,
-# but for a round trip (milliseconds), not for good.
-HUB_GAP = 0.1
+# How long the hub itself may block for a rollback against a local server: a round trip
+# (milliseconds), measured around the rollback; and the heartbeat goes on (not frozen for good).
+HUB_BLOCKED = 0.1
+HUB_GAP = 0.5
 
 
 @pytest.mark.parametrize("how", ["callback", "finalizer"])
@@ -26,6 +27,7 @@ def test_a_rollback_run_by_the_hub_completes(scheduler: str, run_green: RunGreen
     assert "error" not in out, out
     assert out["closed"] == 0, out
     assert out["rows_after"] == 0, out  # rolled back, and the connection still answers
+    assert out["blocked"] < HUB_BLOCKED, out
     assert out["max_gap"] < HUB_GAP, out
     # Reported once, with the fix.
     assert len(out["warnings"]) == 1, out

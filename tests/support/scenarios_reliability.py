@@ -77,10 +77,12 @@ class _Owner:
         from greenlet import getcurrent
 
         self.state["in_hub"] = getcurrent() is _hub_greenlet(self.sched)
+        start = time.perf_counter()
         try:
             self.conn.rollback()
         except BaseException as exc:
             self.state["error"] = f"{type(exc).__name__}: {exc}"
+        self.state["blocked"] = time.perf_counter() - start
 
 
 def hub_rollback(sched: Scheduler, dsn: str, how: str = "callback") -> dict[str, Any]:
@@ -100,16 +102,18 @@ def hub_rollback(sched: Scheduler, dsn: str, how: str = "callback") -> dict[str,
                 from greenlet import getcurrent
 
                 state["in_hub"] = getcurrent() is _hub_greenlet(sched)
+                start = time.perf_counter()
                 try:
                     conn.rollback()
                 except BaseException as exc:
                     state["error"] = f"{type(exc).__name__}: {exc}"
+                state["blocked"] = time.perf_counter() - start
 
             _in_the_loop(sched, rollback)
         else:
             gc.disable()  # the collection below is the hub's
             _Owner(conn, state, sched)
-            _in_the_loop(sched, lambda: state.update(collected=gc.collect()))
+            _in_the_loop(sched, lambda: state.update(collected=gc.collect(0)))  # young objects only
             gc.enable()
         sched.sleep(0.05)
     out = {

@@ -88,9 +88,10 @@ class Backend:
     #: Whether the running program uses this scheduler (read from ``sys.modules``, never by
     #: importing it): :func:`~psycogreen.core.detect_scheduler` asks every backend.
     in_use: Callable[[], bool] | None = None
-    #: The wait callback's ``__name__`` and ``__module__`` (the 1.x names).
-    callback_name: str = "wait_callback"
-    callback_module: str = "psycogreen.core"
+    #: The wait callback's ``__name__`` and ``__module__`` (the 1.x names): by default
+    #: ``<name>_wait_callback`` in ``psycogreen.<name>``.
+    callback_name: str = ""
+    callback_module: str = ""
 
 
 def waits_here(backend: Backend) -> tuple[WaitFunc, WaitFunc]:

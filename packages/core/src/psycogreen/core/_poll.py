@@ -125,8 +125,9 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
         finally:
             inflight.pop(key, None)
 
-    wait_callback.__name__ = wait_callback.__qualname__ = backend.callback_name
-    wait_callback.__module__ = backend.callback_module
+    name = backend.callback_name or f"{backend.name}_wait_callback"
+    wait_callback.__name__ = wait_callback.__qualname__ = name
+    wait_callback.__module__ = backend.callback_module or f"psycogreen.{backend.name}"
     wait_callback.__doc__ = _CALLBACK_DOC
     return wait_callback
 

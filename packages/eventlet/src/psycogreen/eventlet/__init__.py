@@ -149,8 +149,6 @@ BACKEND = Backend(
             ("psycogreen.eventlet", "eventlet_wait_callback"),
         }
     ),
-    callback_name="eventlet_wait_callback",
-    callback_module=__name__,
 )
 eventlet_wait_callback = register_backend(BACKEND)
 

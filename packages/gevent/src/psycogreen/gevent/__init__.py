@@ -127,8 +127,6 @@ BACKEND = Backend(
     spawn=_spawn,
     # psycogreen 1.0.2's module had the same name as this one.
     equivalents=frozenset({("psycogreen.gevent", "gevent_wait_callback")}),
-    callback_name="gevent_wait_callback",
-    callback_module=__name__,
 )
 gevent_wait_callback = register_backend(BACKEND)
 

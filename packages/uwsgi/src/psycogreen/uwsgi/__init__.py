@@ -183,8 +183,6 @@ BACKEND = Backend(
     # The waits work only inside a request's own context.
     cancel_waits=False,
     in_use=_in_use,
-    callback_name="uwsgi_wait_callback",
-    callback_module=__name__,
 )
 uwsgi_wait_callback = register_backend(BACKEND)
 
