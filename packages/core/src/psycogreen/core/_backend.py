@@ -54,6 +54,9 @@ class Backend:
     #: The scheduler's name: ``"gevent"``, ``"eventlet"``, ... (``psycogreen-<name>``).
     name: str
     #: Suspend the calling task until an fd is readable (see :class:`~psycogreen.core.WaitFunc`).
+    #: Where the scheduler cannot switch, raise
+    #: :class:`~psycogreen.core.backend.CannotSwitchHere` before waiting: core then blocks the
+    #: thread itself (the wait looks the hub up anyway, so the check costs nothing).
     wait_read: WaitFunc
     #: Suspend the calling task until an fd is writable.
     wait_write: WaitFunc

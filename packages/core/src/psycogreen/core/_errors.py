@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CannotSwitchHere",
     "PatchConflictError",
     "PsycogreenError",
     "PsycopgIncompatibleError",
@@ -30,3 +31,14 @@ class SchedulerNotFoundError(PsycogreenError, ImportError):
 
 class PatchConflictError(PsycogreenError, RuntimeError):
     """psycopg2 already has a wait callback that psycogreen will not replace silently."""
+
+
+class CannotSwitchHere(Exception):  # noqa: N818 (a signal between a backend and core)
+    """Raised by a backend's wait, before waiting, where its scheduler cannot switch.
+
+    In a thread without a hub, or in the hub's own greenlet (a loop callback, a finalizer the
+    hub runs). Core then drives the operation itself, blocking the thread on the socket; the
+    backend's ``can_switch()`` says the same to code that asks first.
+
+    .. versionadded:: 1.1
+    """

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from psycogreen.core import _cancel, _waits
-from psycogreen.core._backend import Backend, always
+from psycogreen.core._backend import Backend
 from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP, attempt_error
+from psycogreen.core._errors import CannotSwitchHere
 from psycogreen.core._inflight import current_task, inflight
 from psycogreen.core._timeout import limit
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
@@ -78,8 +79,6 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
     wait_read = backend.wait_read
     wait_write = backend.wait_write
     keep = backend.keep_connection_on
-    # None when every context can switch: the hot path then skips the call.
-    can_switch = None if backend.can_switch is always else backend.can_switch
 
     def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:  # noqa: C901, PLR0912 (the hot path, one frame)
         try:
@@ -93,13 +92,12 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
         timeout = limit(key, timeout)
         inflight[key] = current_task()
         try:
-            if can_switch is not None and not can_switch():
-                _unswitchable(conn, backend, timeout)
-                return
             if timeout is not None:
                 _drive(conn, backend, wait_read, wait_write, timeout)
                 return
             # The hot path: every query of every user comes through here. Keep it to the loop.
+            # Where the scheduler cannot switch, the backend's wait raises CannotSwitchHere
+            # before waiting (it looks the hub up anyway): that costs the hot path nothing.
             state = poll()
             while state != POLL_OK:
                 if state == POLL_READ:
@@ -110,6 +108,9 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
                     _bad_state(state)
                 try:
                     wait(fileno())
+                except CannotSwitchHere:
+                    _unswitchable(conn, backend, None)
+                    return
                 except keep as exc:
                     _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
                     return
@@ -209,6 +210,11 @@ def _drive(
             else:
                 remaining = deadline - time.monotonic()
                 ready = remaining > 0 and wait(conn.fileno(), remaining)
+        except CannotSwitchHere:
+            assert backend is not None
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _unswitchable(conn, backend, left)
+            return
         except keep as exc:
             _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
             return
@@ -226,7 +232,8 @@ def _drive(
 def _unswitchable(conn: PollingConnection, backend: Backend, timeout: float | None) -> None:
     """Drive ``conn`` where the scheduler cannot switch, blocking this thread on the socket.
 
-    In a thread with no hub nothing else could run anyway. In the hub's own greenlet (a loop
+    The backend's wait raised :class:`CannotSwitchHere` before waiting. In a thread with no hub
+    nothing else could run anyway. In the hub's own greenlet (a loop
     callback, a finalizer or signal handler the hub runs: SQLAlchemy returning a collected
     connection, gevent#1937) the scheduler cannot wait on itself: failing there would close
     the connection, so the operation completes, blocking every task meanwhile, bounded by its
@@ -237,7 +244,8 @@ def _unswitchable(conn: PollingConnection, backend: Backend, timeout: float | No
         return
     started = time.monotonic()
     try:
-        _drive(conn, None, _waits.wait_read, _waits.wait_write, timeout or HUB_BLOCK_TIMEOUT)
+        bound = HUB_BLOCK_TIMEOUT if timeout is None else timeout
+        _drive(conn, None, _waits.wait_read, _waits.wait_write, bound)
     finally:
         _report_hub_blocked(backend, time.monotonic() - started)
 

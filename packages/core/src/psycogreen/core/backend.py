@@ -20,11 +20,13 @@ from __future__ import annotations
 from psycogreen.core._backend import Backend, always, thread_spawn
 from psycogreen.core._blocking import BLOCKING
 from psycogreen.core._detect import installed_backend
+from psycogreen.core._errors import CannotSwitchHere
 from psycogreen.core._registry import backends, register_backend
 from psycogreen.core._types import Event, PollingConnection, Task, WaitCallback, WaitFunc
 
 __all__ = [
     "Backend",
+    "CannotSwitchHere",
     "Event",
     "PollingConnection",
     "Task",

@@ -19,7 +19,7 @@ import eventlet.semaphore
 from eventlet.hubs import _threadlocal
 from eventlet.hubs.hub import READ, WRITE
 from psycogreen.core import patch
-from psycogreen.core.backend import Backend, Event, Task, register_backend
+from psycogreen.core.backend import Backend, CannotSwitchHere, Event, Task, register_backend
 from psycogreen.eventlet.__about__ import __version__
 
 __all__ = ["BACKEND", "__version__", "eventlet_wait_callback", "patch_psycopg"]
@@ -30,14 +30,18 @@ _EXPIRED = object()
 
 
 def _wait(fd: int, evtype: str, timeout: float | None) -> bool:
-    # Core calls this only where _can_switch() said yes: this thread's hub, outside its loop.
-    hub = _threadlocal.hub
+    hub = getattr(_threadlocal, "hub", None)
+    current = getcurrent()
+    if hub is None or hub.greenlet is current:
+        # No hub in this thread (core blocks the thread only, instead of starting a hub in
+        # it), or the hub's own greenlet ("do not call blocking functions from the
+        # mainloop"): core blocks the thread on the socket itself.
+        raise CannotSwitchHere
     # The hot path (bench/ section 1): what trampoline() does, minus its argument handling
     # and, for a timed wait, the exception it throws in on expiry (the timer switches back
     # with a marker instead). The listener is removed on every way out, as trampoline does,
     # so that eventlet's fd-reuse bookkeeping (mark_as_reopened) never meets a stale one; a
     # closed fd is thrown in as IOClosed through current.throw.
-    current = getcurrent()
     if timeout is not None:
         return _wait_timed(hub, current, fd, evtype, timeout)
     listener = hub.add(evtype, fd, current.switch, current.throw, None)

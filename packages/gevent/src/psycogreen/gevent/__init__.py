@@ -17,7 +17,7 @@ import gevent.lock
 from gevent import getcurrent
 from gevent._hub_local import get_hub_if_exists
 from psycogreen.core import patch
-from psycogreen.core.backend import Backend, Event, register_backend
+from psycogreen.core.backend import Backend, CannotSwitchHere, Event, register_backend
 from psycogreen.gevent.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -31,8 +31,13 @@ _IDLE = "_psycogreen_idle_io"  # the hub's cache of stopped watchers (below)
 
 
 def _wait(fd: int, key: int, event: int, timeout: float | None) -> bool:
-    # Core calls this only where _can_switch() said yes: a hub exists in this thread.
-    hub: Hub = get_hub_if_exists()  # type: ignore[assignment]
+    hub = get_hub_if_exists()
+    current = getcurrent()
+    if hub is None or current is hub:
+        # No hub in this thread (core blocks the thread only; creating a hub would leave a
+        # loop behind per thread, gevent#1350), or the hub itself (a loop callback, a
+        # finalizer it runs), which cannot switch to itself.
+        raise CannotSwitchHere
     # The hot path (bench/ section 1 measures each step). A stopped watcher per fd and event
     # is kept on the hub and re-armed by assigning its fd: that is libev's ev_io_set, which
     # tells libev the number may now name another socket (a closed fd silently leaves epoll,
@@ -45,7 +50,7 @@ def _wait(fd: int, key: int, event: int, timeout: float | None) -> bool:
         watcher.fd = fd  # AttributeError if active: another greenlet waits on this fd
     except (AttributeError, KeyError):
         watcher = _new_watcher(hub, fd, key, event)
-    switch = getcurrent().switch
+    switch = current.switch
     if timeout is not None:
         return _wait_timed(hub, watcher, switch, timeout)
     watcher.start(switch)
