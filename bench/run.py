@@ -822,6 +822,7 @@ def main() -> None:
     if args.import_report:
         text = Path(args.import_report).read_text(encoding="utf-8")
         text = text.split("\n## Latest report\n\n", 1)[-1]
+        text = text.removeprefix(f"{REPORT_OPEN}\n\n").removesuffix(f"\n{REPORT_CLOSE}\n")
         note = "read back from the tables of its report: its rounds were not kept"
         write_docs(import_report(text, note))
         return
@@ -899,6 +900,10 @@ written; `hatch run bench:charts` writes them again from that file.
 """
 
 
+REPORT_OPEN = '<div class="bench-report" markdown>'
+REPORT_CLOSE = "</div>"
+
+
 def write_docs(doc: dict[str, Any]) -> None:
     """docs/benchmarks.json, the page, and the charts, all from ``doc``."""
     DATA.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -911,7 +916,9 @@ def write_docs(doc: dict[str, Any]) -> None:
         (IMAGES / name).write_text(svg, encoding="utf-8")
     notes = Path(HERE) / "NOTES.md"
     extra = notes.read_text(encoding="utf-8") if notes.exists() else ""
-    PAGE.write_text(DOCS_HEAD + extra + "\n## Latest report\n\n" + report(doc), encoding="utf-8")
+    # The wrapper keeps the report's table rows on one line (docs/stylesheets/benchmarks.css).
+    body = f"{REPORT_OPEN}\n\n{report(doc)}\n{REPORT_CLOSE}\n"
+    PAGE.write_text(DOCS_HEAD + extra + "\n## Latest report\n\n" + body, encoding="utf-8")
     print(f"wrote {DATA}, {PAGE} and {len(svgs)} charts in {IMAGES}", file=sys.stderr)
 
 
