@@ -175,3 +175,24 @@ def test_hatch_is_bootstrapped_into_tools(tmp_path: Path) -> None:
     )
     assert again.returncode == 0
     assert "installing" not in again.stderr
+
+
+def test_the_readme_slices_run_with_retries(stub: dict[str, str]) -> None:
+    """Each `scripts/test-all --only ...` line of README.md is valid, and retries its tests."""
+    text = (ROOT / "README.md").read_text()
+    lines = [
+        line.split()[1:] for line in text.splitlines() if line.startswith("scripts/test-all --only")
+    ]
+    assert lines, "README.md shows no slice"
+    found = on_path(stub)
+    for args in lines:
+        asked = [a.removeprefix("python=") for a in args if a.startswith("python=")]
+        if any(v not in found for v in asked):
+            continue  # a Python this machine lacks: skipped, as test_a_slice_of_a_missing... checks
+        Path(stub["HATCH_LOG"]).unlink(missing_ok=True)
+        proc, calls = run_test_all(stub, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert calls, args
+        for call in calls:
+            if call.startswith("test "):
+                assert "--retries 2 --retry-delay 1" in call, call
