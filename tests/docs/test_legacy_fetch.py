@@ -9,6 +9,7 @@ such an environment made from ``/usr/bin/python3``, into a cache of its own.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def test_fetch_from_an_environment_without_pip(pipless_python: Path, tmp_path: P
 def test_without_any_pip_the_reason_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support import legacy
 
-    monkeypatch.setattr(legacy.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda _name: None)
     monkeypatch.setattr(legacy, "SYSTEM_WHEELS", Path(sys.prefix) / "no-such-folder")
     monkeypatch.setenv("PATH", "")
     with pytest.raises(legacy.LegacyUnavailableError) as info:
@@ -76,6 +77,6 @@ def test_the_system_pip_wheel_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
     wheel = tmp_path / "pip-99.0-py3-none-any.whl"
     wheel.write_bytes(b"")
-    monkeypatch.setattr(legacy.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda _name: None)
     monkeypatch.setattr(legacy, "SYSTEM_WHEELS", tmp_path)
     assert legacy.pip_command() == [sys.executable, str(wheel / "pip")]
