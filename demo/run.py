@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """psycogreen's demo: many concurrent PostgreSQL clients, blocking, on threads, gevent and eventlet.
 
-``./demo`` (or ``hatch run demo:run``, or ``python demo/run.py`` with the packages importable)
+``scripts/demo`` (or ``hatch run demo:run``, or ``python demo/run.py`` with the packages importable)
 starts a throwaway PostgreSQL of its own, runs the same workload once per mode, each mode in its
 own process (``demo/child.py``: a process can be monkey-patched for one scheduler only), prints
 a table, shows what happens to a query that is interrupted, and removes the server.
@@ -341,7 +341,7 @@ def parent(args: argparse.Namespace) -> int:
         return 2
     if missing := missing_modules(modes, args.interrupt):
         print(
-            f"cannot import {', '.join(missing)}: run the demo with `./demo` (or "
+            f"cannot import {', '.join(missing)}: run the demo with `scripts/demo` (or "
             "`hatch run demo:run`), or install psycopg2-binary and packages/core, "
             "packages/gevent and packages/eventlet (pip install -e) first"
         )

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The demo (``./demo``, the README's first command) runs and shows what it claims.
+"""The demo (``scripts/demo``, the README's first command) runs and shows what it claims.
 
 A small run against the test server: 10 clients whose first query sleeps 0.3 s on the server.
 One after the other (blocking, and gevent without psycogreen) that is at least 3 s; with
