@@ -284,7 +284,8 @@ def _spread(value: dict[str, Any] | None, fmt: str) -> str:
         return "–"
     if value["n"] == 1:
         return fmt.format(value["median"])
-    return f"{fmt.format(value['median'])} [{fmt.format(value['min'])}–{fmt.format(value['max'])}]"
+    low, high = fmt.format(value["min"]), fmt.format(value["max"])
+    return f"{fmt.format(value['median'])} [{low}–{high}]"
 
 
 def _ratios(
@@ -647,7 +648,8 @@ _SPREAD = re.compile(
     r"^(?P<med>[+\-]?[\d,.]+)(?: \[(?P<lo>[+\-]?[\d,.]+)–(?P<hi>[+\-]?[\d,.]+)\])?$"
 )
 _HEADER = re.compile(
-    r"^Run of (?P<started>.+?) UTC, (?P<kind>full run|quick \(smoke\) run), (?P<minutes>[\d.]+) min\."
+    r"^Run of (?P<started>.+?) UTC, (?P<kind>full run|quick \(smoke\) run), "
+    r"(?P<minutes>[\d.]+) min\."
 )
 _PARAMS = re.compile(r"^Parameters: (?P<params>\{.*\}); (?P<rounds>\d+) round\(s\)\.$")
 _FAILED = re.compile(r"^(?P<label>.*) \(failed (?P<count>\d+)×: (?P<error>.*)\)$")

@@ -25,7 +25,7 @@ SPINNER = "|/-\\"
 
 
 class Counters:
-    """The shared counters, over a file made by the parent (``create=True``) or opened by a child."""
+    """The shared counters, in a file made by the parent (``create=True``), opened by a child."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         if create:

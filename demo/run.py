@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """psycogreen's demo: many concurrent PostgreSQL clients, blocking, on threads, gevent and eventlet.
 
-``scripts/demo`` (or ``hatch run demo:run``, or ``python demo/run.py`` with the packages importable)
-starts a throwaway PostgreSQL of its own, runs the same workload once per mode, each mode in its
-own process (``demo/child.py``: a process can be monkey-patched for one scheduler only), prints
-a table, shows what happens to a query that is interrupted, and removes the server.
+``scripts/demo`` (or ``hatch run demo:run``, or ``python demo/run.py`` with the packages
+importable) starts a throwaway PostgreSQL of its own, runs the same workload once per mode,
+each mode in its own process (``demo/child.py``: a process can be monkey-patched for one
+scheduler only), prints a table, shows what happens to a query that is interrupted, and
+removes the server.
 
 The modes:
 

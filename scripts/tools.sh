@@ -22,9 +22,11 @@ in_ci() {
 
 # hatch_ok HATCH: it runs and is at least HATCH_MIN.
 hatch_ok() {
-  local version
-  version=$("$1" --version 2>/dev/null | sed -n 's/^Hatch, version \([0-9][0-9.]*\).*/\1/p') || return 1
-  [ -n "$version" ] && [ "$(printf '%s\n%s\n' "$HATCH_MIN" "$version" | sort -V | head -n1)" = "$HATCH_MIN" ]
+  local version lowest
+  version=$("$1" --version 2>/dev/null | sed -n 's/^Hatch, version \([0-9][0-9.]*\).*/\1/p') \
+    || return 1
+  lowest=$(printf '%s\n%s\n' "$HATCH_MIN" "$version" | sort -V | head -n1)
+  [ -n "$version" ] && [ "$lowest" = "$HATCH_MIN" ]
 }
 
 # python_ok PYTHON: it runs and is 3.10 or newer (what the packages and the demo need).
@@ -34,7 +36,11 @@ python_ok() {
 
 tools_python() {
   local candidate
-  for candidate in ${PSYCOGREEN_TOOLS_PYTHON:-} python3 python3.13 python3.12 python3.11 python3.10 /usr/bin/python3; do
+  local candidates=(python3 python3.13 python3.12 python3.11 python3.10 /usr/bin/python3)
+  if [ -n "${PSYCOGREEN_TOOLS_PYTHON:-}" ]; then
+    candidates=("$PSYCOGREEN_TOOLS_PYTHON" "${candidates[@]}")
+  fi
+  for candidate in "${candidates[@]}"; do
     if python_ok "$candidate"; then
       command -v "$candidate"
       return 0
@@ -69,7 +75,8 @@ make_tools_venv() {
   fi
   rm -rf "$TOOLS_DIR"
   say "error: $py has no pip to install hatch with, and its venv module cannot provide one;"
-  say "  install python3-venv (Debian/Ubuntu: apt-get install python3-venv), or install hatch yourself."
+  say "  install python3-venv (Debian/Ubuntu: apt-get install python3-venv), or install hatch"
+  say "  yourself."
   return 1
 }
 
@@ -92,10 +99,13 @@ find_hatch() {
     say "  (Debian/Ubuntu: apt-get install python3 python3-venv), or install hatch yourself."
     return 1
   fi
+  local version
+  version=$("$py" -c 'import platform; print(platform.python_version())')
   say "hatch >= $HATCH_MIN not found: installing it into .tools/ (a virtual environment of this"
-  say "checkout, git-ignored) with $py ($("$py" -c 'import platform; print(platform.python_version())'))"
+  say "checkout, git-ignored) with $py ($version)"
   make_tools_venv "$py" || return 1
-  if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS_DIR/bin/python" -m pip install -q "hatch>=$HATCH_MIN"; then
+  if ! PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    "$TOOLS_DIR/bin/python" -m pip install -q "hatch>=$HATCH_MIN"; then
     say "error: pip could not install hatch into .tools/ (above: why); fix that and run this again."
     return 1
   fi
@@ -109,7 +119,8 @@ find_pythons() {
     local versions=() minor v
     # 3.11 first: it is then the `python` and `python3` of pyenv's shims.
     for minor in 3.11 3.10 3.12 3.13; do
-      v=$(pyenv versions --bare 2>/dev/null | grep -E "^${minor//./\\.}\.[0-9]+$" | sort -V | tail -n1 || true)
+      v=$(pyenv versions --bare 2>/dev/null | grep -E "^${minor//./\\.}\.[0-9]+$" | sort -V \
+        | tail -n1 || true)
       [ -n "$v" ] && versions+=("$v")
     done
     if [ ${#versions[@]} -gt 0 ]; then
