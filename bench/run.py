@@ -9,10 +9,16 @@ load from elsewhere on the machine falls on all variants alike. Each figure is r
 median over rounds with the min–max spread, and as ratios to baselines measured in the same
 rounds (each round's ratio, then their median and spread). No figure is an absolute bound.
 
+Sections 9 and 10 run the measuring processes of ``bench/interrupt.py`` and ``bench/copy.py``
+(``bench/standalone.py``).
+
 The server: ``--dsn``, else ``PSYCOGREEN_BENCH_DSN``, else a throwaway PostgreSQL started for
 the run (``tests/support/postgres.py``, needs the PostgreSQL server binaries). The report is
-printed, saved under ``bench/results/`` with the raw JSON, and with ``--docs`` written to
-``docs/benchmarks.md``.
+printed and saved under ``bench/results/`` with its results document (JSON: each section's
+summary and rounds). With ``--docs`` the run's sections replace theirs in
+``docs/benchmarks.json``, and ``docs/benchmarks.md`` and its charts (``bench/charts.py``, in
+``docs/img/bench/``) are written from that file; ``--charts`` (``hatch run bench:charts``)
+writes them again from it.
 """
 
 from __future__ import annotations
@@ -618,11 +624,25 @@ def document(
 
 
 def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` with the sections of ``new`` replaced by new's, and only the runs still used."""
+    """``old`` with the sections of ``new`` replaced by new's, and only the runs still used.
+
+    A run of ``new`` whose id (the minute it started) names a run that ``old`` keeps sections
+    of gets another id: two runs started in the same minute stay two runs.
+    """
     if old is None:
         return new
-    sections = {**old["sections"], **new["sections"]}
-    runs = {**old["runs"], **new["runs"]}
+    kept = {s["run"] for key, s in old["sections"].items() if key not in new["sections"]}
+    renamed = {}
+    for run_id in new["runs"]:
+        fresh, number = run_id, 2
+        while fresh in kept:
+            fresh, number = f"{run_id} ({number})", number + 1
+        renamed[run_id] = fresh
+    sections = {
+        **old["sections"],
+        **{key: {**s, "run": renamed[s["run"]]} for key, s in new["sections"].items()},
+    }
+    runs = {**old["runs"], **{renamed[k]: v for k, v in new["runs"].items()}}
     used = {section["run"] for section in sections.values()}
     return {
         "format": 1,
