@@ -9,10 +9,16 @@ load from elsewhere on the machine falls on all variants alike. Each figure is r
 median over rounds with the min–max spread, and as ratios to baselines measured in the same
 rounds (each round's ratio, then their median and spread). No figure is an absolute bound.
 
+Sections 9 and 10 run the measuring processes of ``bench/interrupt.py`` and ``bench/copy.py``
+(``bench/standalone.py``).
+
 The server: ``--dsn``, else ``PSYCOGREEN_BENCH_DSN``, else a throwaway PostgreSQL started for
 the run (``tests/support/postgres.py``, needs the PostgreSQL server binaries). The report is
-printed, saved under ``bench/results/`` with the raw JSON, and with ``--docs`` written to
-``docs/benchmarks.md``.
+printed and saved under ``bench/results/`` with its results document (JSON: each section's
+summary and rounds). With ``--docs`` the run's sections replace theirs in
+``docs/benchmarks.json``, and ``docs/benchmarks.md`` and its charts (``bench/charts.py``, in
+``docs/img/bench/``) are written from that file; ``--charts`` (``hatch run bench:charts``)
+writes them again from it.
 """
 
 from __future__ import annotations
@@ -33,13 +39,16 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+
+import charts  # noqa: E402 (bench/charts.py)
+import standalone  # noqa: E402 (bench/standalone.py)
 
 LEGACY = {"gevent": "legacy-gevent", "eventlet": "legacy-eventlet"}
 LABELS = {
@@ -204,6 +213,12 @@ SECTIONS = [
 ]
 
 
+BY_KEY = {s.key: s for s in SECTIONS}
+#: Every section, in the report's order: bench/variants.py's, then the standalone benchmarks'.
+ALL_KEYS = [s.key for s in SECTIONS] + [s.key for s in standalone.SECTIONS]
+TITLES = {s.key: s.title for s in [*SECTIONS, *standalone.SECTIONS]}
+
+
 # -- running -----------------------------------------------------------------------------------
 
 
@@ -256,16 +271,27 @@ def run_section(
     return results
 
 
-# -- reporting ---------------------------------------------------------------------------------
+# -- summaries ---------------------------------------------------------------------------------
+#
+# The report, its targets and its charts are made from a summary of each section: per case and
+# variant, the median, min, max and count of every column over the rounds, and the same of the
+# per-round ratios to the baseline and to 1.0.2. The summary is what docs/benchmarks.json keeps
+# (with the rounds themselves when the run kept them), so that the page and its charts can be
+# made again from it (`--charts`), and a section run again alone replaces only its own part.
 
 
-def _spread(values: list[float], fmt: str) -> str:
-    if not values:
+def _stat(values: list[float]) -> dict[str, Any]:
+    return standalone.stat(values)
+
+
+def _spread(value: dict[str, Any] | None, fmt: str) -> str:
+    """``median [min–max]`` of a summarised figure; the median alone for one round."""
+    if not value or value.get("n", 0) == 0:
         return "–"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return fmt.format(med)
-    return f"{fmt.format(med)} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+    if value["n"] == 1:
+        return fmt.format(value["median"])
+    low, high = fmt.format(value["min"]), fmt.format(value["max"])
+    return f"{fmt.format(value['median'])} [{low}–{high}]"
 
 
 def _ratios(
@@ -278,72 +304,97 @@ def _ratios(
     return out
 
 
-def summary(sec: Section, case_result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per variant: median of the metric, and the ratios to the baseline and to 1.0.2."""
+def summarise_case(sec: Section, case_result: dict[str, Any]) -> dict[str, Any]:
+    """One case's rounds, per variant: every column, the ratios, the errors."""
     runs = case_result["runs"]
-    out: dict[str, dict[str, Any]] = {}
+    variants: dict[str, Any] = {}
     for variant in sec.variants:
-        values = [r[sec.metric] for r in runs[variant] if sec.metric in r]
-        item: dict[str, Any] = {"median": statistics.median(values) if values else None}
-        if sec.baseline:
-            item["vs_base"] = _ratios(runs, variant, sec.baseline, sec.metric)
-        if variant in LEGACY:
-            item["vs_legacy"] = _ratios(runs, variant, LEGACY[variant], sec.metric)
-        out[variant] = item
-    return out
+        rounds = runs.get(variant, [])
+        errors = [r["error"] for r in rounds if "error" in r]
+        item: dict[str, Any] = {
+            "columns": {
+                key: _stat([r[key] for r in rounds if key in r]) for key, _, _ in sec.columns
+            },
+            "vs_base": _stat(_ratios(runs, variant, sec.baseline, sec.metric))
+            if sec.baseline
+            else None,
+            "vs_legacy": _stat(_ratios(runs, variant, LEGACY[variant], sec.metric))
+            if variant in LEGACY
+            else None,
+            "failed": len(errors),
+            "first_error": errors[0] if errors else None,
+        }
+        variants[variant] = item
+    return {"case": case_result["case"], "variants": variants}
 
 
-def table(sec: Section, case_result: dict[str, Any]) -> list[str]:
-    runs = case_result["runs"]
-    sums = summary(sec, case_result)
+def summarise(key: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A section's summary from its raw results (as run_section or standalone return them)."""
+    if key in standalone.SUMMARISERS:
+        return standalone.SUMMARISERS[key](raw["raw"], raw["params"])
+    sec = BY_KEY[key]
+    return {
+        "params": raw["params"],
+        "rounds": raw["rounds"],
+        "cases": [summarise_case(sec, case) for case in raw["cases"]],
+    }
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def table(sec: Section, case: dict[str, Any]) -> list[str]:
     headers = ["variant"] + [h for _, h, _ in sec.columns]
     if sec.baseline:
         headers.append(f"ratio to {sec.baseline}")
     headers.append("ratio to 1.0.2")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for variant in sec.variants:
-        errors = [r["error"] for r in runs[variant] if "error" in r]
+        item = case["variants"].get(variant)
+        if item is None:
+            continue
         cells = [LABELS.get(variant, variant)]
         for key, _, fmt in sec.columns:
-            cells.append(_spread([r[key] for r in runs[variant] if key in r], fmt))
+            cells.append(_spread(item["columns"].get(key), fmt))
         if sec.baseline:
-            cells.append(
-                "1" if variant == sec.baseline else _spread(sums[variant]["vs_base"], "{:.2f}")
-            )
-        cells.append(
-            _spread(sums[variant].get("vs_legacy", []), "{:.2f}") if variant in LEGACY else ""
-        )
-        if errors:
-            cells[0] += f" (failed {len(errors)}×: {errors[0]})"
+            cells.append("1" if variant == sec.baseline else _spread(item["vs_base"], "{:.2f}"))
+        cells.append(_spread(item["vs_legacy"], "{:.2f}") if variant in LEGACY else "")
+        if item.get("failed"):
+            cells[0] += f" (failed {item['failed']}×: {item['first_error']})"
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _case(sec: Section, results: dict[str, Any], **match: Any) -> dict[str, Any] | None:
-    for case in results.get(sec.key, {}).get("cases", []):
+def _case(sections: dict[str, Any], key: str, **match: Any) -> dict[str, Any] | None:
+    for case in sections.get(key, {}).get("cases", []):
         if all(case["case"].get(k) == v for k, v in match.items()):
             return case  # type: ignore[no-any-return]
     return None
 
 
-def targets(results: dict[str, Any]) -> list[str]:
+def targets(sections: dict[str, Any]) -> list[str]:
     """The issue's targets, each as measured in this run."""
-    by_key = {s.key: s for s in SECTIONS}
     rows: list[tuple[str, str, str, bool | None]] = []
 
-    def ratio(section: str, variant: str, against: str, **match: Any) -> tuple[str, float | None]:
-        sec = by_key[section]
-        case = _case(sec, results, **match)
-        if case is None:
-            return "not run", None
-        values = _ratios(case["runs"], variant, against, sec.metric)
-        if not values:
-            return "failed", None
-        return _spread(values, "{:.2f}"), statistics.median(values)
+    def item(section: str, variant: str, **match: Any) -> dict[str, Any] | None:
+        case = _case(sections, section, **match)
+        return None if case is None else case["variants"].get(variant)
 
-    def metric(section: str, variant: str, key: str, **match: Any) -> list[float]:
-        case = _case(by_key[section], results, **match)
-        return [r[key] for r in case["runs"][variant] if key in r] if case else []
+    def ratio(section: str, variant: str, against: str, **match: Any) -> tuple[str, float | None]:
+        found = item(section, variant, **match)
+        if found is None:
+            return "not run", None
+        value = found["vs_legacy"] if against == LEGACY.get(variant) else found["vs_base"]
+        if not value or not value.get("n"):
+            return "failed", None
+        return _spread(value, "{:.2f}"), value["median"]
+
+    def metric(section: str, variant: str, key: str, **match: Any) -> dict[str, Any]:
+        found = item(section, variant, **match)
+        return found["columns"].get(key, {"n": 0}) if found else {"n": 0}
+
+    def median(value: dict[str, Any]) -> float | None:
+        return value["median"] if value.get("n") else None
 
     for backend in ("gevent", "eventlet"):
         text, med = ratio("perwait", backend, LEGACY[backend])
@@ -369,7 +420,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     for backend in ("gevent", "eventlet"):
         values = metric("concurrency", backend, "ratio", clients=500)
         old = metric("concurrency", LEGACY[backend], "ratio", clients=500)
-        med = statistics.median(values) if values else None
+        med = median(values)
         rows.append(
             (
                 f"500 × 20 × pg_sleep(0.05), {backend}, wall / ideal",
@@ -392,7 +443,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     for backend in ("gevent", "eventlet"):
         values = metric("fairness", backend, "max_gap_ms")
         old = metric("fairness", LEGACY[backend], "max_gap_ms")
-        med = statistics.median(values) if values else None
+        med = median(values)
         rows.append(
             (
                 f"heartbeat max gap, 100 long queries, {backend}",
@@ -413,7 +464,7 @@ def targets(results: dict[str, Any]) -> list[str]:
         )
     for variant in ("gevent", "eventlet", "core"):
         values = metric("leak", variant, "growth_mb")
-        med = statistics.median(values) if values else None
+        med = median(values)
         rows.append(
             (
                 f"RSS growth over the leak run, {variant}",
@@ -471,33 +522,69 @@ def machine(dsn: str) -> dict[str, str]:
         cur.execute("SHOW server_version")
         info["PostgreSQL"] = cur.fetchone()[0]
         conn.close()
+        info["libpq"] = str(psycopg2.extensions.libpq_version())
     except Exception as exc:
         info["PostgreSQL"] = f"? ({exc})"
     info["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
 
 
-def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: float) -> str:
-    lines = [
-        (
-            f"Run of {results['started']} UTC, {'quick (smoke) run' if quick else 'full run'}, "
-            f"{elapsed / 60:.1f} min. Each figure: median over interleaved rounds "
-            "[min–max]; ratios are taken per round against the baseline measured in the same "
-            "round, then summarised the same way."
-        ),
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in info.items()],
-        "",
-        "### Targets",
-        "",
-        *targets(results),
-    ]
-    for sec in SECTIONS:
-        if sec.key not in results:
+def _run_line(run: dict[str, Any]) -> str:
+    kind = "quick (smoke) run" if run["quick"] else "full run"
+    return f"{run['started']} UTC, {kind}, {run['elapsed'] / 60:.1f} min"
+
+
+def _chart_lines(key: str) -> list[str]:
+    return [f"![{name.removesuffix('.svg')}](img/bench/{name})" for name in charts.charts_of(key)]
+
+
+def ordered_keys(sections: dict[str, Any]) -> list[str]:
+    return [key for key in ALL_KEYS if key in sections]
+
+
+def report(doc: dict[str, Any]) -> str:
+    """The report, from a results document (see `document`): text, tables, chart images."""
+    sections = doc["sections"]
+    used = list(dict.fromkeys(sections[key]["run"] for key in ordered_keys(sections)))
+    runs = [doc["runs"][run] for run in used]
+    how = (
+        "Each figure: median over interleaved rounds [min–max]; ratios are taken per round "
+        "against the baseline measured in the same round, then summarised the same way."
+    )
+    if len(runs) == 1:
+        lines = [f"Run of {_run_line(runs[0])}. {how}", ""]
+        lines += ["| machine | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in runs[0]["machine"].items()]
+    else:
+        lines = []
+        for number, run in enumerate(runs, 1):
+            titles = [
+                TITLES[key].split(".")[0]
+                for key in ordered_keys(sections)
+                if sections[key]["run"] == used[number - 1]
+            ]
+            note = f" ({run['note']})" if run.get("note") else ""
+            lines.append(
+                f"- run {number}, of {_run_line(run)}{note}: sections {', '.join(titles)}."
+            )
+        lines += ["", how, ""]
+        keys = list(dict.fromkeys(k for run in runs for k in run["machine"]))
+        lines += ["| machine | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1)) + " |"]
+        lines += ["|---|" + "---|" * len(runs)]
+        for k in keys:
+            lines.append(f"| {k} | " + " | ".join(run["machine"].get(k, "") for run in runs) + " |")
+    lines += ["", "### Targets", "", *targets(sections)]
+    for key in ordered_keys(sections):
+        res = sections[key]
+        if key in standalone.TABLES:
+            part = standalone.INTERRUPT if key == "interrupt" else standalone.COPY
+            lines += ["", f"### {part.title}", "", part.text, ""]
+            lines += [f"Parameters: {json.dumps(res['params'])}.", ""]
+            if images := _chart_lines(key):
+                lines += [*images, ""]
+            lines += [*standalone.TABLES[key](res), ""]
             continue
-        res = results[sec.key]
+        sec = BY_KEY[key]
         lines += [
             "",
             f"### {sec.title}",
@@ -507,6 +594,8 @@ def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: 
             f"Parameters: {json.dumps(res['params'])}; {res['rounds']} round(s).",
             "",
         ]
+        if images := _chart_lines(key):
+            lines += [*images, ""]
         for case in res["cases"]:
             if case["case"]:
                 lines += [f"**{', '.join(f'{k} = {v}' for k, v in case['case'].items())}**", ""]
@@ -514,27 +603,256 @@ def report(results: dict[str, Any], info: dict[str, str], quick: bool, elapsed: 
     return "\n".join(lines) + "\n"
 
 
+# -- the results document ------------------------------------------------------------------------
+#
+# {"format": 1,
+#  "runs": {run id: {"started", "quick", "elapsed", "machine", "note"?}},
+#  "sections": {key: {"run": run id, <summary>, "raw": <the rounds>?}}}
+
+
+def document(
+    raw: dict[str, Any], info: dict[str, str], quick: bool, elapsed: float
+) -> dict[str, Any]:
+    """A results document for one run: every section's summary, and its rounds."""
+    run_id = raw["started"]
+    sections = {}
+    for key in ALL_KEYS:
+        if key in raw:
+            sections[key] = {"run": run_id, **summarise(key, raw[key]), "raw": raw[key]}
+    run = {"started": raw["started"], "quick": quick, "elapsed": elapsed, "machine": info}
+    return {"format": 1, "runs": {run_id: run}, "sections": sections}
+
+
+def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the sections of ``new`` replaced by new's, and only the runs still used.
+
+    A run of ``new`` whose id (the minute it started) names a run that ``old`` keeps sections
+    of gets another id: two runs started in the same minute stay two runs.
+    """
+    if old is None:
+        return new
+    kept = {s["run"] for key, s in old["sections"].items() if key not in new["sections"]}
+    renamed = {}
+    for run_id in new["runs"]:
+        fresh, number = run_id, 2
+        while fresh in kept:
+            fresh, number = f"{run_id} ({number})", number + 1
+        renamed[run_id] = fresh
+    sections = {
+        **old["sections"],
+        **{key: {**s, "run": renamed[s["run"]]} for key, s in new["sections"].items()},
+    }
+    runs = {**old["runs"], **{renamed[k]: v for k, v in new["runs"].items()}}
+    used = {section["run"] for section in sections.values()}
+    return {
+        "format": 1,
+        "runs": {k: v for k, v in runs.items() if k in used},
+        "sections": {k: sections[k] for k in ordered_keys(sections)},
+    }
+
+
+def from_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A results document from a file under bench/results/ (the older files hold the rounds)."""
+    if "sections" in saved:
+        return saved
+    return document(saved["results"], saved["machine"], saved["quick"], saved["elapsed"])
+
+
+# -- a report's tables, read back ------------------------------------------------------------------
+#
+# For a report whose rounds were not kept: its tables hold each figure's median, min and max,
+# which is what the summary keeps, so that the document, the page and the charts can be made
+# from them. report(import_report(text)) gives the text back.
+
+_SPREAD = re.compile(
+    r"^(?P<med>[+\-]?[\d,.]+)(?: \[(?P<lo>[+\-]?[\d,.]+)–(?P<hi>[+\-]?[\d,.]+)\])?$"
+)
+_HEADER = re.compile(
+    r"^Run of (?P<started>.+?) UTC, (?P<kind>full run|quick \(smoke\) run), "
+    r"(?P<minutes>[\d.]+) min\."
+)
+_PARAMS = re.compile(r"^Parameters: (?P<params>\{.*\}); (?P<rounds>\d+) round\(s\)\.$")
+_FAILED = re.compile(r"^(?P<label>.*) \(failed (?P<count>\d+)×: (?P<error>.*)\)$")
+
+
+class ReportFormatError(ValueError):
+    """A report's text is not in the form `report` writes."""
+
+
+def _parse_spread(cell: str, rounds: int) -> dict[str, Any]:
+    if cell == "–":
+        return {"n": 0}
+    match = _SPREAD.match(cell)
+    if match is None:
+        raise ReportFormatError(f"not a figure or 'median [min–max]': {cell!r}")
+
+    def number(text: str) -> float:
+        return float(text.replace(",", ""))
+
+    med = number(match["med"])
+    if match["lo"] is None:
+        return {"median": med, "min": med, "max": med, "n": 1}
+    return {"median": med, "min": number(match["lo"]), "max": number(match["hi"]), "n": rounds}
+
+
+def _case_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_table(sec: Section, rows: list[str], rounds: int) -> dict[str, Any]:
+    by_label = {LABELS.get(v, v): v for v in sec.variants}
+    variants: dict[str, Any] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip().removeprefix("|").removesuffix("|").split("|")]
+        label, failed, error = cells[0], 0, None
+        if match := _FAILED.match(label):
+            label, failed, error = match["label"], int(match["count"]), match["error"]
+        variant = by_label.get(label)
+        if variant is None:
+            raise ReportFormatError(f"{sec.key}: no variant is labelled {label!r}")
+        figures = cells[1:]
+        columns = {
+            key: _parse_spread(figures[i], rounds) for i, (key, _, _) in enumerate(sec.columns)
+        }
+        rest = figures[len(sec.columns) :]
+        vs_base = None
+        if sec.baseline:
+            base = rest.pop(0)
+            one = {"median": 1.0, "min": 1.0, "max": 1.0, "n": rounds}
+            vs_base = one if variant == sec.baseline else _parse_spread(base, rounds)
+        vs_legacy = _parse_spread(rest[0], rounds) if variant in LEGACY else None
+        variants[variant] = {
+            "columns": columns,
+            "vs_base": vs_base,
+            "vs_legacy": vs_legacy,
+            "failed": failed,
+            "first_error": error,
+        }
+    return variants
+
+
+def import_report(text: str, note: str) -> dict[str, Any]:
+    """A results document from the text of a one-run report (`report`'s output)."""
+    lines = text.splitlines()
+    header = _HEADER.match(lines[0]) if lines else None
+    if header is None:
+        raise ReportFormatError("the report does not start with 'Run of ... UTC, ..., N min.'")
+    info: dict[str, str] = {}
+    index = lines.index("| machine | |") + 2
+    while index < len(lines) and lines[index].startswith("| "):
+        key, value = (c.strip() for c in lines[index].strip("|").split("|", 1))
+        info[key] = value
+        index += 1
+    by_title = {title: key for key, title in TITLES.items()}
+    run_id = header["started"]
+    sections: dict[str, Any] = {}
+    key: str | None = None
+    case: dict[str, Any] = {}
+    rounds = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if line.startswith("### "):
+            key = by_title.get(line.removeprefix("### "))
+            if key is not None and key not in BY_KEY:
+                raise ReportFormatError(f"section {key!r}: only bench/variants.py's are read back")
+            case = {}
+        elif key is None:
+            continue
+        elif match := _PARAMS.match(line):
+            rounds = int(match["rounds"])
+            params = json.loads(match["params"])
+            sections[key] = {"run": run_id, "params": params, "rounds": rounds, "cases": []}
+        elif line.startswith("**") and line.endswith("**"):
+            case = {}
+            for part in line.strip("*").split(", "):
+                name, _, value = part.partition(" = ")
+                case[name] = _case_value(value)
+        elif line.startswith("| variant |"):
+            rows = []
+            index += 1  # the |---| line
+            while index < len(lines) and lines[index].startswith("| "):
+                rows.append(lines[index])
+                index += 1
+            variants = _parse_table(BY_KEY[key], rows, rounds)
+            sections[key]["cases"].append({"case": case, "variants": variants})
+    run = {
+        "started": run_id,
+        "quick": header["kind"] != "full run",
+        "elapsed": float(header["minutes"]) * 60,
+        "machine": info,
+        "note": note,
+    }
+    return {"format": 1, "runs": {run_id: run}, "sections": sections}
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+DOCS = Path(ROOT) / "docs"
+PAGE = DOCS / "benchmarks.md"
+DATA = DOCS / "benchmarks.json"
+IMAGES = DOCS / "img" / "bench"
+
+
+def load_data() -> dict[str, Any] | None:
+    return json.loads(DATA.read_text(encoding="utf-8")) if DATA.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
+    parser.add_argument("--sections", nargs="*", default=ALL_KEYS, choices=ALL_KEYS)
     parser.add_argument(
-        "--sections",
-        nargs="*",
-        default=[s.key for s in SECTIONS],
-        choices=[s.key for s in SECTIONS],
+        "--rounds",
+        type=int,
+        help="override every section's number of rounds (the interrupt section's runs)",
     )
-    parser.add_argument("--rounds", type=int, help="override every section's number of rounds")
     parser.add_argument("--dsn", default=os.environ.get("PSYCOGREEN_BENCH_DSN"))
-    parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md")
-    parser.add_argument("--report-from", help="only render the report of a saved results JSON")
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="put this run's sections into docs/benchmarks.json (replacing theirs), and write "
+        "docs/benchmarks.md and its charts (docs/img/bench/) from it",
+    )
+    parser.add_argument(
+        "--charts",
+        action="store_true",
+        help="only write docs/benchmarks.md and its charts again, from docs/benchmarks.json",
+    )
+    parser.add_argument(
+        "--report-from",
+        metavar="FILE",
+        help="only render the report of a saved results file (bench/results/*.json)",
+    )
+    parser.add_argument(
+        "--import-report",
+        metavar="FILE",
+        help="only make docs/benchmarks.json from the tables of a report (a page whose rounds "
+        "were not kept), then write the page and its charts",
+    )
     args = parser.parse_args()
 
+    if args.charts:
+        doc = load_data()
+        if doc is None:
+            parser.error(f"{DATA} does not exist: run `hatch run bench:run --docs` first")
+        write_docs(doc)
+        return
+    if args.import_report:
+        text = Path(args.import_report).read_text(encoding="utf-8")
+        text = text.split("\n## Latest report\n\n", 1)[-1]
+        text = text.removeprefix(f"{REPORT_OPEN}\n\n").removesuffix(f"\n{REPORT_CLOSE}\n")
+        note = "read back from the tables of its report: its rounds were not kept"
+        write_docs(import_report(text, note))
+        return
     if args.report_from:
-        saved = json.loads(Path(args.report_from).read_text())
-        text = report(saved["results"], saved["machine"], saved["quick"], saved["elapsed"])
-        print(text)
+        doc = from_saved(json.loads(Path(args.report_from).read_text(encoding="utf-8")))
+        print(report(doc))
         if args.docs:
-            write_docs(text)
+            write_docs(merge(load_data(), doc))
         return
 
     import legacy
@@ -551,31 +869,36 @@ def main() -> None:
     try:
         info = machine(dsn)
         started = time.monotonic()
-        results: dict[str, Any] = {
+        raw: dict[str, Any] = {
             "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
         }
-        for sec in SECTIONS:
-            if sec.key in args.sections:
-                print(f"{sec.title}", file=sys.stderr, flush=True)
-                results[sec.key] = run_section(sec, dsn, args.quick, args.rounds, sys.stderr)
+        for key in ALL_KEYS:
+            if key not in args.sections:
+                continue
+            print(TITLES[key], file=sys.stderr, flush=True)
+            if key in BY_KEY:
+                raw[key] = run_section(BY_KEY[key], dsn, args.quick, args.rounds, sys.stderr)
+                continue
+            part = standalone.INTERRUPT if key == "interrupt" else standalone.COPY
+            params = dict(part.quick if args.quick else part.full)
+            if args.rounds:
+                params["runs" if key == "interrupt" else "rounds"] = args.rounds
+            raw[key] = {"params": params, "raw": standalone.RUNNERS[key](dsn, params, sys.stderr)}
         elapsed = time.monotonic() - started
         info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     finally:
         if server is not None:
             server.stop()
-    text = report(results, info, args.quick, elapsed)
+    doc = document(raw, info, args.quick, elapsed)
+    text = report(doc)
     print(text)
     out_dir = Path(HERE) / "results"
     out_dir.mkdir(exist_ok=True)
-    stamp = results["started"].replace(" ", "T").replace(":", "")
-    (out_dir / f"{stamp}.json").write_text(
-        json.dumps(
-            {"results": results, "machine": info, "quick": args.quick, "elapsed": elapsed}, indent=1
-        )
-    )
+    stamp = raw["started"].replace(" ", "T").replace(":", "")
+    (out_dir / f"{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out_dir / f"{stamp}.md").write_text(text)
     if args.docs:
-        write_docs(text)
+        write_docs(merge(load_data(), doc))
 
 
 DOCS_HEAD = """# Benchmarks
@@ -592,15 +915,33 @@ once, in an order rotated by r); figures are medians with the min–max spread, 
 comparison is a ratio against a baseline measured in the same run. Nothing here is an absolute
 bound, and CI does not run the suite.
 
+With `--docs` the run's sections replace theirs in `docs/benchmarks.json` (the figures of
+every section, and their rounds), from which this page and its charts (`docs/img/bench/`) are
+written; `hatch run bench:charts` writes them again from that file.
+
 """
 
 
-def write_docs(text: str) -> None:
-    path = Path(ROOT) / "docs" / "benchmarks.md"
+REPORT_OPEN = '<div class="bench-report" markdown>'
+REPORT_CLOSE = "</div>"
+
+
+def write_docs(doc: dict[str, Any]) -> None:
+    """docs/benchmarks.json, the page, and the charts, all from ``doc``."""
+    DATA.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    svgs = charts.render(doc, LABELS)
+    for old in IMAGES.glob("*.svg"):
+        if old.name not in svgs:
+            old.unlink()  # a chart of a section the document no longer has
+    for name, svg in svgs.items():
+        (IMAGES / name).write_text(svg, encoding="utf-8")
     notes = Path(HERE) / "NOTES.md"
-    extra = notes.read_text() if notes.exists() else ""
-    path.write_text(DOCS_HEAD + extra + "\n## Latest report\n\n" + text)
-    print(f"wrote {path}", file=sys.stderr)
+    extra = notes.read_text(encoding="utf-8") if notes.exists() else ""
+    # The wrapper keeps the report's table rows on one line (docs/stylesheets/benchmarks.css).
+    body = f"{REPORT_OPEN}\n\n{report(doc)}\n{REPORT_CLOSE}\n"
+    PAGE.write_text(DOCS_HEAD + extra + "\n## Latest report\n\n" + body, encoding="utf-8")
+    print(f"wrote {DATA}, {PAGE} and {len(svgs)} charts in {IMAGES}", file=sys.stderr)
 
 
 if __name__ == "__main__":

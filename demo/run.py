@@ -2,16 +2,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """psycogreen's demo: many concurrent PostgreSQL clients, blocking, on threads, gevent and eventlet.
 
-``hatch run demo:run`` (or ``python demo/run.py`` with the packages importable) starts a
-throwaway PostgreSQL of its own, runs the same workload once per mode, each mode in its own
-process (a process can be monkey-patched for one scheduler only), prints a table, shows what
-happens to a query that is interrupted, and removes the server.
-
-The workload: ``--clients`` clients (200), each opening its own connection and running
-``--queries`` queries (4) of which every fourth, starting with the first, is
-``pg_sleep(--sleep)`` (50 ms) and the others are small queries. A heartbeat ticks every 10 ms
-beside the clients, on the same scheduler; its worst gap between two ticks is how long the
-scheduler was frozen.
+``scripts/demo`` (or ``hatch run demo:run``, or ``python demo/run.py`` with the packages
+importable) starts a throwaway PostgreSQL of its own, runs the same workload once per mode,
+each mode in its own process (``demo/child.py``: a process can be monkey-patched for one
+scheduler only), prints a table, shows what happens to a query that is interrupted, and
+removes the server.
 
 The modes:
 
@@ -24,6 +19,10 @@ The modes:
   greenthread per client.
 - ``gevent-unpatched``: monkey-patched gevent and one greenlet per client, but psycopg2 without
   a wait callback: every query blocks the whole process.
+
+A mode that fails (its process exits with an error, or runs past ``--mode-timeout``) is shown as
+failed in the table, with the last lines of its output; the other modes and the interruption
+showcase still run, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -31,12 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from progress import Counters, ProgressLine
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CHILD = HERE / "child.py"
 
 #: mode -> label in the report, in the order the modes run.
 MODES = {
@@ -46,351 +52,27 @@ MODES = {
     "eventlet": "eventlet + psycogreen",
     "gevent-unpatched": "gevent, psycopg2 unpatched",
 }
-
-SMALL_QUERY = "SELECT n, md5((n + %s)::text) FROM generate_series(1, 20) AS n"
-HEARTBEAT = 0.01
-EVENTLET_DEPRECATION = "(?s).*Eventlet is deprecated"
-
-
-# --------------------------------------------------------------------------------------------
-# The child: one mode, in a process of its own. Its stdout carries "progress N" lines and, last,
-# "result {json}". The scheduler is set up before psycopg2 is imported.
-# --------------------------------------------------------------------------------------------
+HEARTBEAT_MS = 10
+#: How many of a failed process's last output lines the report shows (whole lines).
+TAIL_LINES = 15
 
 
-def setup_scheduler(mode: str) -> None:
-    if mode in {"gevent", "gevent-unpatched", "interrupt-gevent"}:
-        if mode == "gevent-unpatched":
-            # psycogreen-gevent's plugin would patch psycopg2 during patch_all(): not here.
-            os.environ["PSYCOGREEN_GEVENT_AUTOPATCH"] = "0"
-        from gevent import monkey
+@dataclass
+class Failure:
+    """A mode's process that did not produce a result: why, and the end of its output."""
 
-        monkey.patch_all()
-    elif mode in {"eventlet", "interrupt-eventlet-bundled"}:
-        import warnings
+    mode: str
+    reason: str  # "exit status 1", "timed out after 300 s", ...
+    tail: list[str]
 
-        # eventlet announces its deprecation on import; the demo still shows it.
-        warnings.filterwarnings("ignore", EVENTLET_DEPRECATION)
-        import eventlet
-
-        eventlet.monkey_patch()
+    def as_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "failed": self.reason, "output_tail": self.tail}
 
 
-class Runner:
-    """Spawn, join and sleep, the same for threads, gevent and eventlet."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        if mode.startswith("gevent"):
-            import gevent
-
-            self.sleep = gevent.sleep
-        elif mode == "eventlet":
-            import eventlet
-
-            self.sleep = eventlet.sleep
-        else:
-            self.sleep = time.sleep
-
-    def spawn(self, func: Any, *args: Any) -> Any:
-        if self.mode.startswith("gevent"):
-            import gevent
-
-            return gevent.spawn(func, *args)
-        if self.mode == "eventlet":
-            import eventlet
-
-            return eventlet.spawn(func, *args)
-        import threading
-
-        thread = threading.Thread(target=func, args=args, daemon=True)
-        thread.start()
-        return thread
-
-    def join(self, tasks: list[Any]) -> None:
-        for task in tasks:
-            if self.mode.startswith("gevent"):
-                task.join()
-            elif self.mode == "eventlet":
-                task.wait()
-            else:
-                task.join()
-
-
-class Heartbeat:
-    """A task ticking every 10 ms on the mode's scheduler; records the longest gap between ticks."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.worst = 0.0
-        self.ticks = 0
-        self.running = True
-        self.task = runner.spawn(self._tick)
-
-    def _tick(self) -> None:
-        last = time.perf_counter()
-        while self.running:
-            self.runner.sleep(HEARTBEAT)
-            now = time.perf_counter()
-            self.worst = max(self.worst, now - last)
-            self.ticks += 1
-            last = now
-
-    def stop(self) -> float:
-        self.running = False
-        self.runner.join([self.task])
-        return self.worst
-
-
-class Stats:
-    """Counts shared by the clients: connections made, queries done and in flight, errors."""
-
-    def __init__(self, lock: Any) -> None:
-        self.lock = lock
-        self.connected = 0
-        self.done = 0
-        self.in_flight = 0
-        self.peak = 0
-        self.errors: list[str] = []
-        self.last_report = 0.0
-
-    def connection_made(self) -> None:
-        with self.lock:
-            self.connected += 1
-            count = self.connected
-        self._report("connected", count)
-
-    def begin(self) -> None:
-        with self.lock:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-
-    def end(self) -> None:
-        with self.lock:
-            self.in_flight -= 1
-            self.done += 1
-            count = self.done
-        self._report("progress", count)
-
-    def _report(self, kind: str, count: int) -> None:
-        now = time.monotonic()
-        if now - self.last_report > 0.1:
-            self.last_report = now
-            # A plain write: it never yields to the scheduler, so progress shows in every mode.
-            os.write(1, f"{kind} {count}\n".encode())
-
-
-def run_clients(args: argparse.Namespace) -> dict[str, Any]:
-    """Connect every client, then run every client's queries at once; time both phases."""
-    mode = args.mode
-    setup_scheduler(mode)
-    import threading
-
-    import psycopg2
-
-    if mode == "gevent":
-        from psycogreen.gevent import patch_psycopg
-
-        patch_psycopg()
-    elif mode == "eventlet":
-        from psycogreen.eventlet import patch_psycopg
-
-        patch_psycopg()
-    elif mode == "gevent-unpatched":
-        assert psycopg2.extensions.get_wait_callback() is None
-
-    stats = Stats(threading.Lock())
-    conns: list[Any] = [None] * args.clients
-
-    def connect(number: int) -> None:
-        try:
-            conn = psycopg2.connect(args.dsn)
-            conn.autocommit = True
-        except psycopg2.Error as exc:
-            stats.errors.append(f"connect: {exc}".strip())
-            return
-        conns[number] = conn
-        stats.connection_made()
-
-    def work(number: int) -> None:
-        conn = conns[number]
-        if conn is None:
-            return
-        cur = conn.cursor()
-        for query in range(args.queries):
-            stats.begin()
-            try:
-                if query % 4 == 0:
-                    cur.execute("SELECT pg_sleep(%s)", (args.sleep,))
-                else:
-                    cur.execute(SMALL_QUERY, (number,))
-                cur.fetchall()
-            except psycopg2.Error as exc:
-                stats.errors.append(str(exc).strip())
-            finally:
-                stats.end()
-
-    runner = Runner(mode)
-
-    def every_client(func: Any) -> float:
-        start = time.perf_counter()
-        if mode == "blocking":
-            for number in range(args.clients):
-                func(number)
-        else:
-            runner.join([runner.spawn(func, number) for number in range(args.clients)])
-        return time.perf_counter() - start
-
-    connect_wall = every_client(connect)
-    heartbeat = None if mode == "blocking" else Heartbeat(runner)
-    wall = every_client(work)
-    worst = heartbeat.stop() if heartbeat is not None else None
-    for conn in conns:
-        if conn is not None:
-            conn.close()
-    return {
-        "mode": mode,
-        "connect_wall": connect_wall,
-        "wall": wall,
-        "queries": stats.done - len(stats.errors),
-        "errors": len(stats.errors),
-        "first_error": stats.errors[0] if stats.errors else None,
-        "peak_in_flight": stats.peak,
-        "heartbeat_worst": worst,
-    }
-
-
-def run_interrupt(args: argparse.Namespace) -> dict[str, Any]:
-    """Interrupt ``SELECT pg_sleep(5)`` after 0.5 s and look at the server backend afterwards."""
-    mode = args.mode
-    setup_scheduler(mode)
-    import psycopg2
-    import psycopg2.errors
-
-    if mode == "interrupt-gevent":
-        import gevent
-
-        from psycogreen.core import timeout
-        from psycogreen.gevent import patch_psycopg
-
-        patch_psycopg()
-        scheduler_timeout: Any = gevent.Timeout
-        sleep = gevent.sleep
-    else:  # eventlet.monkey_patch() installed eventlet's bundled callback: no psycogreen
-        import eventlet
-
-        scheduler_timeout = eventlet.Timeout
-        sleep = eventlet.sleep
-
-    observer = psycopg2.connect(args.dsn)
-    observer.autocommit = True
-
-    def backend(pid: int) -> str:
-        with observer.cursor() as cur:
-            cur.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
-            row = cur.fetchone()
-        return "gone" if row is None else f"{row[0]}: {row[1]}"
-
-    result: dict[str, Any] = {}
-    conn = psycopg2.connect(args.dsn)
-    pid = conn.get_backend_pid()
-    start = time.perf_counter()
-    try:
-        with scheduler_timeout(0.5):
-            conn.cursor().execute("SELECT pg_sleep(5)")
-        raised = "nothing"
-    except scheduler_timeout:
-        raised = "gevent.Timeout" if mode == "interrupt-gevent" else "eventlet.Timeout"
-    result["scheduler_timeout"] = {
-        "raised": raised,
-        "after": time.perf_counter() - start,
-        "connection_closed": bool(conn.closed),
-    }
-    sleep(0.2)  # let a cancelled backend finish going away
-    result["scheduler_timeout"]["backend_after_200ms"] = backend(pid)
-    if mode == "interrupt-eventlet-bundled":
-        # Do not leave it sleeping until the server stops.
-        with observer.cursor() as cur:
-            cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
-    else:
-        conn = psycopg2.connect(args.dsn)
-        pid = conn.get_backend_pid()
-        start = time.perf_counter()
-        try:
-            with timeout(0.5):
-                conn.cursor().execute("SELECT pg_sleep(5)")
-            raised = "nothing"
-        except psycopg2.errors.QueryCanceled:
-            raised = "psycopg2.errors.QueryCanceled"
-        after = time.perf_counter() - start
-        conn.rollback()
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_backend_pid()")
-            same_pid = cur.fetchone()[0] == pid
-        result["psycogreen_timeout"] = {
-            "raised": raised,
-            "after": after,
-            "connection_closed": bool(conn.closed),
-            "same_backend_after_rollback": same_pid,
-            "pid": pid,
-        }
-        conn.close()
-    observer.close()
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# The parent: the server, a process per mode, progress, the report.
-# --------------------------------------------------------------------------------------------
-
-SPINNER = "|/-\\"
-
-
-class Progress:
-    """One line per mode: redrawn in place on a terminal, written once otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stdout.isatty()
-        self.label = ""
-        self.totals: dict[str, int] = {}
-        self.frame = 0
-        self.start = 0.0
-
-    def begin(self, label: str, clients: int, queries: int) -> None:
-        self.label, self.frame = label, 0
-        self.totals = {"connections": clients, "queries": clients * queries}
-        self.start = time.monotonic()
-        if self.tty:
-            self.update(0, "connections")
-        else:
-            print(f"  {label:<28} running ...", end="", flush=True)
-
-    def update(self, done: int, what: str) -> None:
-        if not self.tty:
-            return
-        self.frame += 1
-        width = 30
-        total = self.totals[what]
-        filled = width * done // max(total, 1)
-        bar = "#" * filled + "." * (width - filled)
-        elapsed = time.monotonic() - self.start
-        line = (
-            f"  {self.label:<28} {SPINNER[self.frame % 4]} [{bar}] "
-            f"{done}/{total} {what}  {elapsed:5.1f} s"
-        )
-        print(f"\r\033[K{line}", end="", flush=True)
-
-    def end(self, summary: str) -> None:
-        if self.tty:
-            print(f"\r\033[K  {self.label:<28} {summary}", flush=True)
-        else:
-            print(f" {summary}", flush=True)
-
-
-def child_command(args: argparse.Namespace, mode: str, dsn: str) -> list[str]:
+def child_command(args: argparse.Namespace, mode: str, dsn: str, result: Path) -> list[str]:
     return [
         sys.executable,
-        str(Path(__file__).resolve()),
+        str(CHILD),
         "--mode",
         mode,
         "--dsn",
@@ -401,46 +83,69 @@ def child_command(args: argparse.Namespace, mode: str, dsn: str) -> list[str]:
         str(args.queries),
         "--sleep",
         str(args.sleep),
+        "--result",
+        str(result),
     ]
 
 
-def run_child(
-    args: argparse.Namespace, mode: str, dsn: str, progress: Progress | None
-) -> dict[str, Any]:
-    """Run ``mode`` in a fresh interpreter, relaying its progress; return its result."""
-    import subprocess
-    import tempfile
+def last_lines(text: str, count: int = TAIL_LINES) -> list[str]:
+    """The last ``count`` non-blank-trailing lines of ``text``, each whole."""
+    lines = text.rstrip().splitlines()
+    return lines[-count:]
 
-    with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(
-            child_command(args, mode, dsn),
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        result: dict[str, Any] | None = None
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                kind, _, payload = line.partition(" ")
-                if kind == "connected" and progress is not None:
-                    progress.update(int(payload), "connections")
-                elif kind == "progress" and progress is not None:
-                    progress.update(int(payload), "queries")
-                elif kind == "result":
-                    result = json.loads(payload)
-            proc.wait()
-        except BaseException:
-            proc.kill()  # the child this function started
-            proc.wait()
-            raise
-        if proc.returncode != 0 or result is None:
-            errors.seek(0)
-            detail = errors.read()[-3000:]
-            message = f"mode {mode} failed (exit status {proc.returncode}):\n{detail}"
-            raise RuntimeError(message)
-    return result
+
+def run_child(
+    args: argparse.Namespace, mode: str, dsn: str, progress: ProgressLine | None
+) -> dict[str, Any] | Failure:
+    """Run ``mode`` in a fresh interpreter, showing its progress; its result, or why it failed."""
+    with tempfile.TemporaryDirectory(prefix="psycogreen-demo-") as tmp:
+        folder = Path(tmp)
+        result_file = folder / "result.json"
+        command = child_command(args, mode, dsn, result_file)
+        counters = None
+        if progress is not None:
+            counters = Counters(folder / "progress", create=True)
+            command += ["--progress", str(folder / "progress")]
+        with (folder / "output").open("w+", encoding="utf-8", errors="replace") as output:
+            # The child's output goes to a file, read only if it fails: a full pipe could
+            # stall the child, and its scheduler, on any print.
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            deadline = time.monotonic() + args.mode_timeout
+            timed_out = False
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        timed_out = True
+                        proc.kill()  # the child this function started
+                        proc.wait()
+                        break
+                    if progress is not None and counters is not None:
+                        progress.update(counters.read())
+                    time.sleep(0.1)
+            except BaseException:
+                proc.kill()  # the child this function started
+                proc.wait()
+                raise
+            finally:
+                if counters is not None:
+                    counters.close()
+            if not timed_out and proc.returncode == 0 and result_file.exists():
+                return dict(json.loads(result_file.read_text(encoding="utf-8")))
+            output.seek(0)
+            tail = last_lines(output.read())
+    if timed_out:
+        reason = f"timed out after {args.mode_timeout:g} s"
+    elif proc.returncode != 0:
+        reason = f"exit status {proc.returncode}"
+    else:
+        reason = "exit status 0 but no result"
+    return Failure(mode, reason, tail)
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -451,7 +156,21 @@ def fmt_seconds(value: float | None) -> str:
     return f"{value:.1f} s"
 
 
-def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+def rate(result: dict[str, Any]) -> float:
+    return float(result["queries"] / result["wall"]) if result["wall"] > 0 else 0.0
+
+
+def print_failure(failure: Failure, label: str, indent: str = "  ") -> None:
+    print(
+        f"{indent}! {label} failed ({failure.reason}); the last {len(failure.tail)} lines of "
+        "its output:"
+    )
+    for line in failure.tail:
+        print(f"{indent}    {line}")
+
+
+def report(args: argparse.Namespace, outcomes: list[dict[str, Any] | Failure]) -> None:
+    results = [r for r in outcomes if not isinstance(r, Failure)]
     base = next((r for r in results if r["mode"] == "blocking"), None)
     header = (
         "mode",
@@ -462,22 +181,22 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
         "in flight",
         "worst tick gap",
     )
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in results:
-        rate = r["queries"] / r["wall"] if r["wall"] > 0 else 0.0
         ratio = f"{base['wall'] / r['wall']:.1f}x" if base and r["wall"] > 0 else "-"
         rows.append(
             (
                 MODES[r["mode"]],
                 fmt_seconds(r["connect_wall"]),
                 fmt_seconds(r["wall"]),
-                f"{rate:,.0f}",
+                f"{rate(r):,.0f}",
                 ratio,
                 str(r["peak_in_flight"]),
                 fmt_seconds(r["heartbeat_worst"]),
             )
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    widths[0] = max(widths[0], *(len(label) for label in MODES.values()))
 
     def line(cells: tuple[str, ...]) -> str:
         first = cells[0].ljust(widths[0])
@@ -487,8 +206,13 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     print()
     print(line(header))
     print("  " + "-" * (sum(widths) + 2 * (len(widths) - 1)))
-    for row in rows:
-        print(line(row))
+    by_mode = {r["mode"]: row for r, row in zip(results, rows, strict=True)}
+    for outcome in outcomes:
+        if isinstance(outcome, Failure):
+            label = MODES[outcome.mode].ljust(widths[0])
+            print(f"  {label}  FAILED ({outcome.reason}): the end of its output is below")
+        else:
+            print(line(by_mode[outcome["mode"]]))
     print()
     print(
         f"  connect all: opening the {args.clients} connections (one per client), each mode "
@@ -500,13 +224,17 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     )
     print("  in flight: most queries running at the same time.")
     print(
-        f"  worst tick gap: longest time between two ticks of a {HEARTBEAT * 1000:.0f} ms "
+        f"  worst tick gap: longest time between two ticks of a {HEARTBEAT_MS} ms "
         "heartbeat on the same scheduler,"
     )
     print("  i.e. how long the scheduler was frozen ('-': blocking has no scheduler).")
     for r in results:
         if r["errors"]:
             print(f"  ! {MODES[r['mode']]}: {r['errors']} errors, first: {r['first_error']}")
+    for outcome in outcomes:
+        if isinstance(outcome, Failure):
+            print()
+            print_failure(outcome, MODES[outcome.mode])
 
 
 def describe(outcome: dict[str, Any]) -> str:
@@ -514,17 +242,24 @@ def describe(outcome: dict[str, Any]) -> str:
     return f"{outcome['raised']} after {fmt_seconds(outcome['after'])}, connection {state}"
 
 
-def report_interrupts(gevent_run: dict[str, Any], bundled: dict[str, Any] | None) -> None:
+def report_interrupts(
+    gevent_run: dict[str, Any] | Failure, bundled: dict[str, Any] | Failure
+) -> None:
     print()
     print("Interrupting SELECT pg_sleep(5) after 0.5 s, then asking the server about its backend:")
-    outcome = gevent_run["scheduler_timeout"]
-    print(f"  gevent.Timeout, psycogreen.gevent:      {describe(outcome)}")
-    print(f"      server backend 200 ms later:         {outcome['backend_after_200ms']}")
-    outcome = gevent_run["psycogreen_timeout"]
-    print(f"  psycogreen.core.timeout(0.5):           {describe(outcome)}")
-    kept = "the same backend" if outcome["same_backend_after_rollback"] else "a new backend"
-    print(f"      after rollback(), the next query ran on {kept} (pid {outcome['pid']})")
-    if bundled is not None:
+    if isinstance(gevent_run, Failure):
+        print_failure(gevent_run, "the gevent part")
+    else:
+        outcome = gevent_run["scheduler_timeout"]
+        print(f"  gevent.Timeout, psycogreen.gevent:      {describe(outcome)}")
+        print(f"      server backend 200 ms later:         {outcome['backend_after_200ms']}")
+        outcome = gevent_run["psycogreen_timeout"]
+        print(f"  psycogreen.core.timeout(0.5):           {describe(outcome)}")
+        kept = "the same backend" if outcome["same_backend_after_rollback"] else "a new backend"
+        print(f"      after rollback(), the next query ran on {kept} (pid {outcome['pid']})")
+    if isinstance(bundled, Failure):
+        print_failure(bundled, "the eventlet part")
+    else:
         outcome = bundled["scheduler_timeout"]
         print(f"  eventlet.Timeout, eventlet's callback:  {describe(outcome)}")
         print(f"      server backend 200 ms later:         {outcome['backend_after_200ms']}")
@@ -564,6 +299,41 @@ def missing_modules(modes: list[str], interrupt: bool) -> list[str]:
     return missing
 
 
+def run_modes(
+    args: argparse.Namespace, modes: list[str], dsn: str
+) -> list[dict[str, Any] | Failure]:
+    outcomes: list[dict[str, Any] | Failure] = []
+    progress = ProgressLine()
+    for mode in modes:
+        progress.begin(MODES[mode], args.clients, args.queries)
+        outcome = run_child(args, mode, dsn, progress)
+        if isinstance(outcome, Failure):
+            progress.end(f"FAILED ({outcome.reason})")
+        else:
+            progress.end(
+                f"{outcome['queries']} queries in {fmt_seconds(outcome['wall'])} "
+                f"({rate(outcome):,.0f}/s)"
+            )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def document(
+    args: argparse.Namespace,
+    outcomes: list[dict[str, Any] | Failure],
+    interrupts: dict[str, dict[str, Any] | Failure],
+) -> dict[str, Any]:
+    def plain(item: dict[str, Any] | Failure) -> dict[str, Any]:
+        return item.as_json() if isinstance(item, Failure) else item
+
+    return {
+        "settings": vars(args),
+        "results": [r for r in outcomes if not isinstance(r, Failure)],
+        "failures": [r.as_json() for r in outcomes if isinstance(r, Failure)],
+        "interrupts": {key: plain(value) for key, value in interrupts.items()},
+    }
+
+
 def parent(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -572,9 +342,9 @@ def parent(args: argparse.Namespace) -> int:
         return 2
     if missing := missing_modules(modes, args.interrupt):
         print(
-            f"cannot import {', '.join(missing)}: run the demo with `hatch run demo:run`, or "
-            "install psycopg2-binary and packages/core, packages/gevent and packages/eventlet "
-            "(pip install -e) first"
+            f"cannot import {', '.join(missing)}: run the demo with `scripts/demo` (or "
+            "`hatch run demo:run`), or install psycopg2-binary and packages/core, "
+            "packages/gevent and packages/eventlet (pip install -e) first"
         )
         return 2
     started = time.monotonic()
@@ -589,6 +359,7 @@ def parent(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         dsn = server.start()
         print(f" ready in {time.monotonic() - t0:.1f} s (127.0.0.1:{server.port}, deleted at exit)")
+    interrupts: dict[str, dict[str, Any] | Failure] = {}
     try:
         import psycopg2
 
@@ -597,45 +368,34 @@ def parent(args: argparse.Namespace) -> int:
             f"Python {sys.version.split()[0]}"
         )
         print(f"{args.clients} clients x {args.queries} queries, each mode in its own process:\n")
-        results = []
-        progress = Progress()
-        for mode in modes:
-            progress.begin(MODES[mode], args.clients, args.queries)
-            try:
-                result = run_child(args, mode, dsn, progress)
-            except RuntimeError as exc:
-                progress.end("FAILED")
-                print(exc)
-                return 1
-            rate = result["queries"] / result["wall"] if result["wall"] > 0 else 0.0
-            progress.end(
-                f"{result['queries']} queries in {fmt_seconds(result['wall'])} ({rate:,.0f}/s)"
-            )
-            results.append(result)
-        report(args, results)
-        interrupts: dict[str, Any] = {}
+        outcomes = run_modes(args, modes, dsn)
+        report(args, outcomes)
         if args.interrupt:
-            try:
-                interrupts["gevent"] = run_child(args, "interrupt-gevent", dsn, None)
-                interrupts["eventlet_bundled"] = run_child(
-                    args, "interrupt-eventlet-bundled", dsn, None
-                )
-            except RuntimeError as exc:
-                print(f"\nThe interruption showcase failed: {exc}")
-                return 1
+            interrupts["gevent"] = run_child(args, "interrupt-gevent", dsn, None)
+            interrupts["eventlet_bundled"] = run_child(
+                args, "interrupt-eventlet-bundled", dsn, None
+            )
             report_interrupts(interrupts["gevent"], interrupts["eventlet_bundled"])
         if args.json:
-            document = {"settings": vars(args), "results": results, "interrupts": interrupts}
-            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            text = json.dumps(document(args, outcomes, interrupts), indent=2) + "\n"
+            Path(args.json).write_text(text, encoding="utf-8")
     finally:
         if server is not None:
             server.stop()
-    print(
-        f"\nDone in {time.monotonic() - started:.0f} s; the throwaway server is gone."
-        if server
-        else f"\nDone in {time.monotonic() - started:.0f} s."
-    )
-    return 1 if any(r["errors"] for r in results) else 0
+    failed = [MODES[o.mode] for o in outcomes if isinstance(o, Failure)]
+    failed += [
+        f"the interruption showcase's {part} part"
+        for part, outcome in zip(("gevent", "eventlet"), interrupts.values(), strict=False)
+        if isinstance(outcome, Failure)
+    ]
+    with_errors = [MODES[o["mode"]] for o in outcomes if not isinstance(o, Failure) and o["errors"]]
+    done = f"\nDone in {time.monotonic() - started:.0f} s"
+    done += "; the throwaway server is gone." if server else "."
+    print(done)
+    if failed or with_errors:
+        print(f"Failed: {', '.join(failed + with_errors)} (exit status 1).")
+        return 1
+    return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -662,25 +422,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip the query-interruption showcase",
     )
+    parser.add_argument(
+        "--mode-timeout",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="give up on a mode's process after this long, and report it as failed (300)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
-    parser.add_argument("--mode", help=argparse.SUPPRESS)  # run one mode: the child process
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.queries < 1 or args.sleep < 0:
-        parser.error("--clients and --queries must be at least 1, --sleep not negative")
+    if args.clients < 1 or args.queries < 1 or args.sleep < 0 or args.mode_timeout <= 0:
+        parser.error(
+            "--clients and --queries must be at least 1, --sleep not negative, "
+            "--mode-timeout positive"
+        )
     return args
 
 
 def main() -> int:
-    args = parse_args()
-    if args.mode is None:
-        return parent(args)
-    if args.mode.startswith("interrupt-"):
-        result = run_interrupt(args)
-    else:
-        result = run_clients(args)
-    sys.stdout.write(f"result {json.dumps(result)}\n")
-    sys.stdout.flush()
-    return 0
+    return parent(parse_args())
 
 
 if __name__ == "__main__":
