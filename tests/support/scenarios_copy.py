@@ -181,7 +181,9 @@ def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     out["gen_rows"] = _copied(cur, cur.copy_from(source, f"{table}_gen", columns=("a", "b", "c")))
     out["gen_reads"] = source.reads
     sink = io.BytesIO()
-    out["gen_to_rows"] = _copied(cur, cur.copy_to(sink, f"{table}_gen", sep="|", null="NULL", columns=["a", "b"]))
+    out["gen_to_rows"] = _copied(
+        cur, cur.copy_to(sink, f"{table}_gen", sep="|", null="NULL", columns=["a", "b"])
+    )
     out["gen_to_head"] = sink.getvalue()[:30].decode()
     # a psycopg2.sql composable
     from psycopg2 import sql
@@ -218,7 +220,9 @@ def big(sched: Scheduler, dsn: str, table: str, rows: int = 1_000_000) -> dict[s
         cur.execute(f"CREATE TABLE {table}_{fmt} (LIKE {table})")
         with Heartbeat(sched) as hb_from:
             start = time.perf_counter()
-            n_from = _copied(cur, cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data)))
+            n_from = _copied(
+                cur, cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data))
+            )
             from_wall = time.perf_counter() - start
         cur.execute(
             f"SELECT count(*), sum(a), md5(string_agg(b || c, ',' ORDER BY a)) FROM {table}_{fmt}"
@@ -692,7 +696,9 @@ def sqlalchemy_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        out: dict[str, Any] = {"from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))}
+        out: dict[str, Any] = {
+            "from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
+        }
         sink = io.BytesIO()
         out["to"] = _copied(cur, cur.copy_to(sink, table))
         raw.commit()
@@ -770,7 +776,9 @@ def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     core.patch_psycopg("blocking")
     conn = _connect(dsn, autocommit=True)
     cur = conn.cursor()
-    out: dict[str, Any] = {"from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))}
+    out: dict[str, Any] = {
+        "from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
+    }
     sink = io.BytesIO()
     out["to"] = _copied(cur, cur.copy_to(sink, table))
     out["bytes"] = len(sink.getvalue())

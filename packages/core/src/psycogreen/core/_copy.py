@@ -790,6 +790,8 @@ class _Copy:
         get = self.row_reader(chunks.append)
         while True:
             n = get()
+            if n == -1:
+                self.phase = "end"  # the server sent CopyDone: nothing left to discard
             if chunks:
                 data = b"".join(chunks)
                 chunks.clear()

@@ -34,6 +34,7 @@ import psycopg2
 import psycopg2.extensions
 
 from psycogreen.core import _pollhook
+from psycogreen.core._bytesfill import Filler
 
 __all__ = ["CHUNK", "GreenLargeObject", "lobject", "parse_mode", "unparse_mode"]
 
@@ -71,7 +72,12 @@ def lobject(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         if factory is not None:
             args.append(factory)
         return _Connection.lobject(conn, *args)
-    # psycopg2's checks, in its order (connection_type.c: psyco_conn_lobject).
+    # psycopg2's checks, in its order (connection_type.c: psyco_conn_lobject): its argument
+    # parsing (PyArg's "|IzIzO", with its messages), then the connection's state.
+    oid = _unsigned(oid)
+    new_oid = _unsigned(new_oid)
+    _optional_text(mode, 2)
+    _optional_text(new_file, 4)
     if conn.closed:
         raise psycopg2.InterfaceError("connection already closed")
     if conn.async_:
@@ -206,9 +212,8 @@ class GreenLargeObject(_Lobject):
             raise TypeError(message)
         oid = _unsigned(oid)
         new_oid = _unsigned(new_oid)
-        smode = "" if mode is None else _text(mode, "mode")
-        if new_file is not None:
-            new_file = _text(new_file, "new_file")
+        smode = _optional_text(mode, 3) or ""
+        new_file = _optional_text(new_file, 5)
         if conn.autocommit:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
         self._psycogreen = state = _State(conn)
@@ -272,22 +277,36 @@ class GreenLargeObject(_Lobject):
         size = operator.index(size)
         state = self._check()
         conn = state.conn
-        chunks: list[bytes] = []
-        # psycopg2 reads everything in one lo_read; here a query per chunk, and "to the end"
-        # is until a chunk comes back short (psycopg2 computes the length from two seeks).
-        remaining = size
-        while remaining != 0:
-            want = CHUNK if remaining < 0 else min(CHUNK, remaining)
-            data = bytes(_query(conn, "SELECT loread(%s, %s)", (state.fd, want)))
-            chunks.append(data)
-            if remaining > 0:
-                remaining -= len(data)
-            if len(data) < want:
-                break
-        data = b"".join(chunks)
+        data = self._read(state, size)
         if state.mode & LOBJECT_BINARY:
             return data
         return data.decode(_codec(conn))
+
+    def _read(self, state: _State, size: int) -> bytes:
+        """Up to ``size`` bytes (all, if negative), a query per :data:`CHUNK`."""
+        conn = state.conn
+        fd = state.fd
+        first = min(size, CHUNK) if size >= 0 else CHUNK
+        data = bytes(_query(conn, "SELECT loread(%s, %s)", (fd, first)))
+        if len(data) < first or len(data) == size:
+            return data  # all of it in one query: the usual case
+        # More to come: find out how much, as psycopg2 does for a read to the end (a tell and
+        # two seeks), to fill one result as the pieces arrive (``_bytesfill``).
+        where = _lo64(conn, "tell", fd)
+        end = _lo64(conn, "lseek", fd, 0, 2)
+        _lo64(conn, "lseek", fd, where, 0)
+        left = max(end - where, 0)
+        if size >= 0:
+            left = min(left, size - len(data))
+        result = Filler(len(data) + left)
+        result.add(data)
+        while left > 0:
+            piece = bytes(_query(conn, "SELECT loread(%s, %s)", (fd, min(CHUNK, left))))
+            if not piece:
+                break
+            result.add(piece)
+            left -= len(piece)
+        return result.result()
 
     def write(self, data: Any) -> int:  # noqa: ANN401 (str or bytes)
         """Write a string or bytes to the large object; return the bytes written."""
@@ -311,38 +330,31 @@ class GreenLargeObject(_Lobject):
         whence = operator.index(whence)
         state = self._check()
         conn = state.conn
-        if conn.server_version < _LO64_SINCE:
-            if not _INT_MIN <= offset <= _INT_MAX:
-                message = (
-                    f"offset out of range ({offset}): server version "
-                    f"{conn.server_version} does not support the lobject 64 API"
-                )
-                raise psycopg2.NotSupportedError(message)
-            return int(_query(conn, "SELECT lo_lseek(%s, %s, %s)", (state.fd, offset, whence)))
-        sql = "SELECT lo_lseek64(%s, %s, %s)"
-        return int(_query(conn, sql, (state.fd, offset, whence)))
+        if conn.server_version < _LO64_SINCE and not _INT_MIN <= offset <= _INT_MAX:
+            message = (
+                f"offset out of range ({offset}): server version {conn.server_version} "
+                "does not support the lobject 64 API"
+            )
+            raise psycopg2.NotSupportedError(message)
+        return _lo64(conn, "lseek", state.fd, offset, whence)
 
     def tell(self) -> int:
         """Return the lobject's current position."""
         state = self._check()
-        function = "lo_tell64" if state.conn.server_version >= _LO64_SINCE else "lo_tell"
-        return int(_query(state.conn, f"SELECT {function}(%s)", (state.fd,)))
+        return _lo64(state.conn, "tell", state.fd)
 
     def truncate(self, len: int = 0) -> None:  # noqa: A002 (psycopg2's keyword)
         """Truncate (or extend with zeroes) the large object to ``len`` bytes."""
         length = operator.index(len)
         state = self._check()
         conn = state.conn
-        if conn.server_version < _LO64_SINCE:
-            if length > _INT_MAX:
-                message = (
-                    f"len out of range ({length}): server version "
-                    f"{conn.server_version} does not support the lobject 64 API"
-                )
-                raise psycopg2.NotSupportedError(message)
-            _query(conn, "SELECT lo_truncate(%s, %s)", (state.fd, length))
-            return
-        _query(conn, "SELECT lo_truncate64(%s, %s)", (state.fd, length))
+        if conn.server_version < _LO64_SINCE and length > _INT_MAX:
+            message = (
+                f"len out of range ({length}): server version {conn.server_version} "
+                "does not support the lobject 64 API"
+            )
+            raise psycopg2.NotSupportedError(message)
+        _lo64(conn, "truncate", state.fd, length)
 
     def close(self) -> None:
         """Close the lobject: a no-op once closed, or once its transaction has ended."""
@@ -365,7 +377,7 @@ class GreenLargeObject(_Lobject):
 
     def export(self, filename: str) -> None:
         """Write the large object's content to the client's file ``filename``."""
-        filename = _text(filename, "filename")
+        filename = _text(filename, 1)
         state = self._psycogreen
         conn = state.conn
         if conn.autocommit:
@@ -430,9 +442,9 @@ def _query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
     """The one value of ``sql``, run by psycopg2 (through the wait callback) on ``conn``.
 
     A server error of a large-object function is an ``OperationalError`` with the server's
-    message, as psycopg2 raises libpq's (``pq_complete_error``); one that is already an
-    ``OperationalError`` (a cancel: ``QueryCanceled``) and psycopg2's own errors (a closed
-    connection, a busy one) propagate unchanged.
+    message, as psycopg2 raises libpq's (``pq_complete_error``), except ``QueryCanceled``:
+    what psycogreen's timeouts raise (it is an ``OperationalError`` too). psycopg2's own
+    errors (a closed connection, a busy one) propagate unchanged.
     """
     from psycogreen.core._guard import GuardedCursor  # noqa: PLC0415 (imports this module)
 
@@ -442,11 +454,18 @@ def _query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
         row: tuple[Any, ...] = cursor.fetchone()  # type: ignore[assignment]  # one row always
         return row[0]
     except psycopg2.Error as exc:
-        if exc.pgcode is None or isinstance(exc, psycopg2.OperationalError):
+        if exc.pgcode is None or isinstance(exc, psycopg2.extensions.QueryCanceledError):
             raise
         raise psycopg2.OperationalError(exc.pgerror) from exc
     finally:
         cursor.close()
+
+
+def _lo64(conn: Any, name: str, *args: int) -> int:  # noqa: ANN401
+    """``lo_<name>64(args)``, or ``lo_<name>`` on a server older than 9.3 (as psycopg2)."""
+    function = f"lo_{name}64" if conn.server_version >= _LO64_SINCE else f"lo_{name}"
+    placeholders = ", ".join(["%s"] * len(args))
+    return int(_query(conn, f"SELECT {function}({placeholders})", args))
 
 
 def _pgmode(mode: int) -> int:
@@ -458,14 +477,24 @@ def _unsigned(value: Any) -> int:  # noqa: ANN401 (anything with __index__)
     return operator.index(value) & 0xFFFFFFFF
 
 
-def _text(value: object, name: str) -> str:
-    # PyArg's "s"/"z": a str without NUL characters.
+def _text(value: object, position: int) -> str:
+    # PyArg's "s": a str without NUL characters, with its messages.
     if not isinstance(value, str):
-        message = f"argument '{name}' must be str, not {_tp_name(value)}"
+        message = f"argument {position} must be str, not {_tp_name(value)}"
         raise TypeError(message)
     if "\0" in value:
         raise ValueError("embedded null character")
     return value
+
+
+def _optional_text(value: object, position: int) -> str | None:
+    # PyArg's "z": None, or what "s" takes.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        message = f"argument {position} must be str or None, not {_tp_name(value)}"
+        raise TypeError(message)
+    return _text(value, position)
 
 
 def _tp_name(value: object) -> str:
