@@ -36,6 +36,7 @@ EXPECTED = Path(__file__).with_name("expected.toml")
 MODES = ("gevent", "eventlet")
 # One mode's whole run: about half a minute on a quiet 2-core machine.
 RUN_TIMEOUT = 900
+RETRIES = 2
 SERVER_SETTINGS = {
     "wal_level": "logical",
     "max_wal_senders": "10",
@@ -126,8 +127,10 @@ def server() -> Iterator[Server]:
             throwaway.stop()
 
 
-def _run(mode: str, suite: str, server: Server, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Run the suite in ``mode``; return each test's record (``outcome``, ``detail``)."""
+def _run(
+    mode: str, suite: str, server: Server, tmp: Path, only: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run the suite (or the tests ``only``) in ``mode``; return each test's record."""
     out = tmp / f"{mode}.jsonl"
     out.unlink(missing_ok=True)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -135,7 +138,15 @@ def _run(mode: str, suite: str, server: Server, tmp: Path) -> dict[str, dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSYCOPG2_TEST")}
     env.update(server.env, PYTHONPATH=path, PYTHONWARNINGS="ignore::DeprecationWarning")
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.conformance_run", mode, suite, str(out)],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.conformance_run",
+            mode,
+            suite,
+            str(out),
+            *(only or []),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -211,7 +222,18 @@ def test_patched_suite_passes_what_plain_passes(
     differences = sorted(
         t for t in plain if outcome(plain, t) == "pass" and outcome(patched, t) != "pass"
     )
+    # psycopg2's suite has timing-sensitive tests (sleeps, cancels, notifications), and the
+    # machine may be busy: an unlisted difference counts if it fails again, alone, twice.
     unexpected = [t for t in differences if t not in listed]
+    for attempt in range(RETRIES):
+        if not unexpected:
+            break
+        again = _run(
+            mode, suite, server, tmp_path_factory.mktemp(f"{mode}-retry{attempt}"), unexpected
+        )
+        for test in unexpected:
+            patched[test] = again[test]
+        unexpected = [t for t in unexpected if outcome(patched, t) != "pass"]
     # A listed test must pass plain and fail patched; one psycopg2 skips in both runs (the
     # replication tests without a replication server) cannot be checked here, and is allowed.
     stale = [

@@ -11,15 +11,14 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
 from psycogreen.core import _bytesfill, _copy, _dsn
 
 pytestmark = pytest.mark.postgres
-
-psycopg2 = pytest.importorskip("psycopg2")
-import psycopg2.errors  # noqa: E402
-import psycopg2.extensions  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def test_copy_statement_is_psycopg2s(
     cur = tx.cursor()
     names = columns or ["a"]
     cur.execute(
-        "CREATE TEMP TABLE {} ({})".format(  # noqa: UP032 (the quoting under test)
+        "CREATE TEMP TABLE {} ({})".format(
             psycopg2.extensions.quote_ident(table, cur),
             ", ".join(f"{psycopg2.extensions.quote_ident(n, cur)} text" for n in names),
         )
