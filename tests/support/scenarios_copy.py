@@ -42,6 +42,13 @@ def _connect(dsn: str, *, autocommit: bool = False) -> Any:
     return conn
 
 
+def _copied(cur: Any, result: object) -> int:
+    """The rows a cursor's copy_* method copied: like psycopg2's, it returns None and sets
+    cursor.rowcount."""
+    assert result is None, result
+    return int(cur.rowcount)
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -137,11 +144,14 @@ def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fmt, opts in FORMATS.items():
         sink = io.BytesIO()
-        n_to = cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY a) TO STDOUT {opts}", sink)
+        n_to = _copied(
+            cur, cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY a) TO STDOUT {opts}", sink)
+        )
         data = sink.getvalue()
         cur.execute(f"CREATE TABLE {table}_{fmt} (LIKE {table})")
-        n_from = cur.copy_expert(
-            f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data), size=65536
+        n_from = _copied(
+            cur,
+            cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data), size=65536),
         )
         out[fmt] = {"to": n_to, "from": n_from, "md5": _md5(data), "rowcount": cur.rowcount}
     conn.commit()
@@ -159,19 +169,21 @@ def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         lib.fast_PQgetlineAsync = getline
     # A text sink gets str; a str source is encoded in the connection's encoding.
     text_sink = io.StringIO()
-    out["text_sink_rows"] = cur.copy_to(text_sink, table)
+    out["text_sink_rows"] = _copied(cur, cur.copy_to(text_sink, table))
     text = text_sink.getvalue()
     out["text_sink_md5"] = _md5(text.encode())
     cur.execute(f"CREATE TABLE {table}_str (LIKE {table})")
-    out["str_source_rows"] = cur.copy_from(io.StringIO(text), f"{table}_str")
+    out["str_source_rows"] = _copied(cur, cur.copy_from(io.StringIO(text), f"{table}_str"))
     # copy_from/copy_to with sep, null and columns; a generator-fed source.
     cur.execute(f"CREATE TABLE {table}_gen (a int, b text, c numeric)")
     pieces = (piece for row in _rows(5000) for piece in (row[:3], row[3:]))
     source = GeneratorSource(pieces)
-    out["gen_rows"] = cur.copy_from(source, f"{table}_gen", columns=("a", "b", "c"))
+    out["gen_rows"] = _copied(cur, cur.copy_from(source, f"{table}_gen", columns=("a", "b", "c")))
     out["gen_reads"] = source.reads
     sink = io.BytesIO()
-    out["gen_to_rows"] = cur.copy_to(sink, f"{table}_gen", sep="|", null="NULL", columns=["a", "b"])
+    out["gen_to_rows"] = _copied(
+        cur, cur.copy_to(sink, f"{table}_gen", sep="|", null="NULL", columns=["a", "b"])
+    )
     out["gen_to_head"] = sink.getvalue()[:30].decode()
     # a psycopg2.sql composable
     from psycopg2 import sql
@@ -202,13 +214,15 @@ def big(sched: Scheduler, dsn: str, table: str, rows: int = 1_000_000) -> dict[s
         sink = io.BytesIO()
         with Heartbeat(sched) as hb_to:
             start = time.perf_counter()
-            n_to = cur.copy_expert(f"COPY {table} TO STDOUT {opts}", sink)
+            n_to = _copied(cur, cur.copy_expert(f"COPY {table} TO STDOUT {opts}", sink))
             to_wall = time.perf_counter() - start
         data = sink.getvalue()
         cur.execute(f"CREATE TABLE {table}_{fmt} (LIKE {table})")
         with Heartbeat(sched) as hb_from:
             start = time.perf_counter()
-            n_from = cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data))
+            n_from = _copied(
+                cur, cur.copy_expert(f"COPY {table}_{fmt} FROM STDIN {opts}", io.BytesIO(data))
+            )
             from_wall = time.perf_counter() - start
         cur.execute(
             f"SELECT count(*), sum(a), md5(string_agg(b || c, ',' ORDER BY a)) FROM {table}_{fmt}"
@@ -245,7 +259,7 @@ def transactions(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     conn = _connect(dsn)
     cur = conn.cursor()
     out: dict[str, Any] = {}
-    out["copied"] = cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)
+    out["copied"] = _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
     out["status_after_copy"] = conn.status == psycopg2.extensions.STATUS_BEGIN
     out["visible_before_commit"] = count()
     conn.rollback()
@@ -279,7 +293,7 @@ def transactions(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     conn.autocommit = False
     cur.execute(f"DELETE FROM {table}")
     sink = io.BytesIO()
-    out["to_in_tx"] = cur.copy_to(sink, table)
+    out["to_in_tx"] = _copied(cur, cur.copy_to(sink, table))
     conn.rollback()
     return out
 
@@ -387,7 +401,8 @@ def server_errors(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     attempt("syntax", lambda: cur.copy_expert("COPY no_such_table FROM STDIN", io.BytesIO(b"")))
     attempt("in_failed_tx", lambda: (_fail(cur), cur.copy_from(io.BytesIO(good), table)))
 
-    # a Python exception from the source: CopyFail, the exception propagates, conn kept
+    # a Python exception from the source: CopyFail with psycopg2's message, the server's
+    # QueryCanceled raised (the source's exception as its cause), conn kept
     def broken() -> Iterator[bytes]:
         yield from _rows(100)
         message = "source broke"
@@ -395,8 +410,8 @@ def server_errors(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
 
     try:
         cur.copy_from(GeneratorSource(broken()), table)
-    except ValueError as exc:
-        out["source_error"] = [str(exc), conn.closed]
+    except psycopg2.errors.QueryCanceled as exc:
+        out["source_error"] = [str(exc).splitlines()[0], repr(exc.__cause__), conn.closed]
     conn.rollback()
     cur.execute(f"SELECT count(*) FROM {table}")
     out["rows_at_end"] = cur.fetchone()[0]
@@ -500,7 +515,7 @@ def same_connection(sched: Scheduler, dsn: str, table: str, guarded: bool) -> di
     other_cursor = conn.cursor()
 
     def copy() -> Any:
-        return conn.cursor().copy_expert(f"COPY {table} TO STDOUT", sink)
+        return core.copy_expert(conn.cursor(), f"COPY {table} TO STDOUT", sink)
 
     def intruder() -> list[str]:
         sched.sleep(0.05)
@@ -590,12 +605,16 @@ def without_callback_and_old_connections(sched: Scheduler, dsn: str, table: str)
     before = psycopg2.connect(dsn, cursor_factory=Cursor)
     before.autocommit = True
     cur = before.cursor()
-    out["native_from"] = cur.copy_from(io.BytesIO(b"".join(_rows(100))), table)
+    out["native_from"] = _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(100))), table))
     out["native_core_to"] = core.copy_expert(cur, f"COPY {table} TO STDOUT", io.BytesIO())
     _patch(sched)
     lib = _copy_libpq.load()
     out["nonblocking_before"] = lib.PQisnonblocking(before.pgconn_ptr)
-    out["green_to"] = cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO())
+    # A connection psycopg2.connect() made before patching is not guarded: its cursors' copy_*
+    # methods run the COPY in core, which leaves cursor.rowcount alone.
+    sink = io.BytesIO()
+    assert cur.copy_expert(f"COPY {table} TO STDOUT", sink) is None
+    out["green_to"] = sink.getvalue().count(b"\n")
     out["green_from"] = core.copy_from(cur, io.BytesIO(b"".join(_rows(100, 1000))), table)
     out["nonblocking_after"] = lib.PQisnonblocking(before.pgconn_ptr)
     cur.execute(f"SELECT count(*) FROM {table}")
@@ -614,10 +633,10 @@ def by_name(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         ("realdict", psycopg2.extras.RealDictCursor),
     ):
         cur = conn.cursor(cursor_factory=factory)
-        rows = cur.copy_from(io.BytesIO(b"".join(_rows(10, 100 * len(out)))), table)
+        rows = _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(10, 100 * len(out)))), table))
         sink = io.BytesIO()
-        to_rows = cur.copy_to(sink, table)
-        expert = cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO())
+        to_rows = _copied(cur, cur.copy_to(sink, table))
+        expert = _copied(cur, cur.copy_expert(f"COPY {table} TO STDOUT", io.BytesIO()))
         out[name] = [rows, to_rows, expert]
     conn.commit()
     return out
@@ -647,9 +666,9 @@ def django_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with transaction.atomic(), connection.cursor() as cur:
-        out["from"] = cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)
+        out["from"] = _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
         sink = io.BytesIO()
-        out["expert"] = cur.copy_expert(f"COPY {table} TO STDOUT", sink)
+        out["expert"] = _copied(cur, cur.copy_expert(f"COPY {table} TO STDOUT", sink))
         out["bytes"] = len(sink.getvalue())
     out["psycopg2"] = isinstance(connection.connection, psycopg2.extensions.connection)
     with connection.cursor() as cur:
@@ -675,9 +694,11 @@ def sqlalchemy_raw(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        out: dict[str, Any] = {"from": cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)}
+        out: dict[str, Any] = {
+            "from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
+        }
         sink = io.BytesIO()
-        out["to"] = cur.copy_to(sink, table)
+        out["to"] = _copied(cur, cur.copy_to(sink, table))
         raw.commit()
         cur.execute(f"SELECT count(*) FROM {table}")
         out["count"] = cur.fetchone()[0]
@@ -753,9 +774,11 @@ def blocking_copy(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     core.patch_psycopg("blocking")
     conn = _connect(dsn, autocommit=True)
     cur = conn.cursor()
-    out: dict[str, Any] = {"from": cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table)}
+    out: dict[str, Any] = {
+        "from": _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(1000))), table))
+    }
     sink = io.BytesIO()
-    out["to"] = cur.copy_to(sink, table)
+    out["to"] = _copied(cur, cur.copy_to(sink, table))
     out["bytes"] = len(sink.getvalue())
     cur.execute(f"TRUNCATE {table}")
     ctrl_c_after(0.3)

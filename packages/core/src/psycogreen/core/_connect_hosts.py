@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from psycogreen.core import _dsn
 from psycogreen.core._compat import attempt_error, check_psycopg
 from psycogreen.core._hostsfile import answered_locally, is_address
 from psycogreen.core._timeout import current_timeout, timeout
@@ -188,7 +189,11 @@ def connect_with(
     if passed.get("async") or passed.get("async_"):
         return connect(dsn, **passed, **kwargs)
     full: str = psycopg2.extensions.make_dsn(dsn, **kwargs)  # psycopg2's errors, unchanged
-    return connect_hosts(full, lambda single: connect(single, **passed))
+    conn = connect_hosts(full, lambda single: connect(single, **passed))
+    # conn.dsn as psycopg2 reports it for this string, not for the attempt's one-address one
+    # (a guarded connection reports it: _guard.py).
+    _dsn.remember(conn, full)
+    return conn
 
 
 def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
@@ -451,12 +456,17 @@ class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)
     pass
 
 
+# What _try returns for a failed attempt: a connection_factory may return None, which
+# psycopg2.connect() returns as it is.
+_FAILED: Any = object()
+
+
 def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: float | None) -> C:
     failures = _Failures()
     if plan.single is not None:
         # One host that needs no resolving: the user's DSN, untouched, under the deadline.
         conn = _try(connect, dsn, plan.single, _limit(plan.connect_timeout, deadline), failures)
-        return conn if conn is not None else failures.raise_()
+        return conn if conn is not _FAILED else failures.raise_()
     slots = list(plan.slots)
     if plan.load_balance:
         plan.shuffle(slots)  # libpq >= 16 shuffles the hosts, then each host's addresses
@@ -470,7 +480,7 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
                 target = _attempt_dsn(plan.params, attempt, tsa)
                 seconds = _limit(plan.connect_timeout, deadline)
                 conn = _try(connect, target, attempt, seconds, failures)
-                if conn is not None:
+                if conn is not _FAILED:
                     return conn
     return failures.raise_()
 
@@ -481,8 +491,8 @@ def _try(
     attempt: Attempt,
     seconds: float | None,
     failures: _Failures,
-) -> C | None:
-    """Make one attempt: the connection, or ``None`` with the failure recorded."""
+) -> C:
+    """Make one attempt: the connection, or ``_FAILED`` with the failure recorded."""
     if seconds is not None and seconds <= 0:  # psycogreen's deadline is over: stop here
         failures.add(_Timeout(), f"{attempt.describe()} failed: timeout expired")
         failures.raise_()
@@ -497,7 +507,7 @@ def _try(
         if not message.startswith(_UNPREFIXED):
             message = f"{attempt.describe()} failed: {message}"
         failures.add(exc, message)
-    return None
+    return _FAILED  # type: ignore[no-any-return]
 
 
 def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterator[Attempt]:

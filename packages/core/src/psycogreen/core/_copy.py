@@ -7,6 +7,13 @@ blocking mode. Here the COPY protocol is driven on psycopg2's own ``PGconn`` thr
 psycopg2 is linked against (``_copy_libpq``), in libpq's non-blocking mode, waiting with the
 installed backend's ``wait_read``/``wait_write``:
 
+On a guarded connection (``psycopg2.connect()`` once patched) psycopg2 itself runs the COPY
+statement with its ``execute()``: it sends ``BEGIN`` as for any statement, and once the
+statement is in COPY state the connection's ``poll()`` moves the data inside psycopg2's wait
+(``_copy_execute``) and lets psycopg2 read the final result. ``cursor.rowcount``,
+``cursor.query`` and the exceptions, diagnostics included, are then psycopg2's own. On any other
+connection the whole COPY runs here:
+
 1. With autocommit off and no transaction open, psycopg2 runs a statement first, so that *it*
    sends ``BEGIN`` (with the ``set_session`` options) and knows a transaction is open:
    ``commit()``/``rollback()`` then cover the COPY. A ``BEGIN`` sent behind psycopg2's back
@@ -26,8 +33,12 @@ to the scheduler every few milliseconds. A ``close()`` from another task frees t
 and every wait is bounded by a short slice. The waits watch a duplicate of the socket, which a
 ``close()`` cannot invalidate under the scheduler's feet.
 
-An interruption (the scheduler's timeout, a kill, an exception from the file, the psycogreen
-:func:`~psycogreen.core.timeout`) aborts the COPY on the server before propagating: core's
+An exception from the source's ``read()`` ends a COPY FROM as psycopg2's does
+(``pqpath.c``: ``_pq_copy_in_v3``): with ``CopyFail`` and the message ``error in .read() call:
+<type> <message>``, so that the server's ``QueryCanceled`` is raised (the exception from
+``read()`` as its ``__cause__``). An interruption (the scheduler's timeout, a kill, an
+exception from the sink, the psycogreen :func:`~psycogreen.core.timeout`) aborts the COPY on
+the server before propagating: core's
 non-blocking cancel request stops the statement, a COPY FROM is then ended with ``CopyFail``
 (``PQputCopyEnd`` with a message: the server rolls the statement back), the remaining rows of
 a COPY TO are discarded. If that cleanup cannot finish within the cancel timeout, the
@@ -125,13 +136,16 @@ def copy_expert(
         object with ``write(data)``; a text file (:class:`io.TextIOBase`) receives ``str``.
         The sink receives whole rows, several per ``write()`` call.
     :param size: the ``size`` passed to ``file.read()``.
-    :return: the number of rows copied (``cursor.rowcount`` is left alone).
+    :return: the number of rows copied. On a guarded connection ``cursor.rowcount`` and
+        ``cursor.query`` are set as psycopg2 sets them; on another one they are left alone.
     :raises psycopg2.Error: the server's error, as the usual ``psycopg2.errors`` subclass;
-        ``QueryCanceled`` when a :func:`psycogreen.core.timeout` ran out (connection kept).
+        ``QueryCanceled`` when a :func:`psycogreen.core.timeout` ran out (connection kept), or
+        when the source's ``read()`` raised (``COPY from stdin failed: error in .read() call:
+        ...``, as psycopg2 reports it; the exception from ``read()`` is its ``__cause__``).
     :raises CopyUnavailableError: COPY cannot be made cooperative here (uWSGI, a wait
         callback psycogreen does not know, a libpq without the needed functions).
 
-    Anything the scheduler throws in (a timeout, a kill) or the file raises propagates
+    Anything the scheduler throws in (a timeout, a kill) or the sink raises propagates
     unchanged once the COPY was stopped on the server; the connection is then usable again
     after ``rollback()`` or, if the server could not be reached in time, closed.
 
@@ -148,7 +162,7 @@ def copy_expert(
         base = _psycopg2_cursor()
         base.copy_expert(cursor, sql, file, size)
         return int(cursor.rowcount)
-    return _run(conn, _statement(conn, sql), file, size)
+    return _copy(cursor, conn, sql, file, size)
 
 
 def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
@@ -162,8 +176,9 @@ def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
 ) -> int:
     """Copy ``file`` into ``table``: psycopg2's ``cursor.copy_from()``, cooperatively.
 
-    Builds psycopg2's statement (``COPY table(columns) FROM stdin WITH DELIMITER AS sep
-    NULL AS null``; ``table`` and ``columns`` are not quoted, as in psycopg2) and runs it
+    Builds psycopg2's statement (``COPY "table"("column",...) FROM stdin WITH DELIMITER AS
+    sep NULL AS null``: ``table`` and each column are quoted as identifiers, as psycopg2 2.9
+    quotes them, so ``"schema.table"`` names a table with a dot in its name) and runs it
     with :func:`copy_expert`.
 
     :return: the number of rows copied.
@@ -176,8 +191,8 @@ def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         _psycopg2_cursor().copy_from(cursor, file, table, sep, null, size, columns)
         return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_from")
-    sql = _copy_statement(conn, "FROM stdin", table, sep, null, columns)
-    return _run(conn, sql, file, size)
+    sql = _copy_statement(conn, "copy_from", table, sep, null, columns)
+    return _copy(cursor, conn, sql, file, size)
 
 
 def copy_to(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
@@ -200,8 +215,8 @@ def copy_to(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         _psycopg2_cursor().copy_to(cursor, file, table, sep, null, columns)
         return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_to")
-    sql = _copy_statement(conn, "TO stdout", table, sep, null, columns)
-    return _run(conn, sql, file, DEFAULT_COPY_SIZE)
+    sql = _copy_statement(conn, "copy_to", table, sep, null, columns)
+    return _copy(cursor, conn, sql, file, DEFAULT_COPY_SIZE)
 
 
 class CopyCursorMixin(_CursorBase):
@@ -211,19 +226,20 @@ class CopyCursorMixin(_CursorBase):
     e.g. ``RealDictCursor``), then ``conn.cursor(cursor_factory=Cursor)`` or
     ``psycopg2.connect(..., cursor_factory=Cursor)``. While a wait callback is installed the
     methods run :func:`copy_expert`, :func:`copy_from`, :func:`copy_to`; otherwise psycopg2's
-    own. Either way they return the number of rows copied.
+    own. Either way they return ``None``, as psycopg2's do (the module-level functions return
+    the row count).
 
     .. versionadded:: 1.0
     """
 
-    def copy_expert(self, sql: Any, file: Any, size: int = DEFAULT_COPY_SIZE) -> int:  # type: ignore[override]  # noqa: ANN401
+    def copy_expert(self, sql: Any, file: Any, size: int = DEFAULT_COPY_SIZE) -> None:  # noqa: ANN401
         """``cursor.copy_expert()``; see :func:`psycogreen.core.copy_expert`."""
         if _green():
-            return copy_expert(self, sql, file, size)
-        super().copy_expert(sql, file, size)
-        return int(self.rowcount)
+            copy_expert(self, sql, file, size)
+        else:
+            super().copy_expert(sql, file, size)
 
-    def copy_from(  # type: ignore[override]  # noqa: PLR0913, PLR0917 (psycopg2's signature)
+    def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         self,
         file: Any,  # noqa: ANN401
         table: str,
@@ -231,26 +247,26 @@ class CopyCursorMixin(_CursorBase):
         null: str = "\\N",
         size: int = DEFAULT_COPY_SIZE,
         columns: Iterable[str] | None = None,
-    ) -> int:
+    ) -> None:
         """``cursor.copy_from()``; see :func:`psycogreen.core.copy_from`."""
         if _green():
-            return copy_from(self, file, table, sep, null, size, columns)
-        super().copy_from(file, table, sep, null, size, columns)
-        return int(self.rowcount)
+            copy_from(self, file, table, sep, null, size, columns)
+        else:
+            super().copy_from(file, table, sep, null, size, columns)
 
-    def copy_to(  # type: ignore[override]
+    def copy_to(
         self,
         file: Any,  # noqa: ANN401
         table: str,
         sep: str = "\t",
         null: str = "\\N",
         columns: Iterable[str] | None = None,
-    ) -> int:
+    ) -> None:
         """``cursor.copy_to()``; see :func:`psycogreen.core.copy_to`."""
         if _green():
-            return copy_to(self, file, table, sep, null, columns)
-        super().copy_to(file, table, sep, null, columns)
-        return int(self.rowcount)
+            copy_to(self, file, table, sep, null, columns)
+        else:
+            super().copy_to(file, table, sep, null, columns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,28 +323,45 @@ def _statement(conn: Any, sql: object) -> bytes:  # noqa: ANN401
 
 def _copy_statement(  # noqa: PLR0913, PLR0917
     conn: Any,  # noqa: ANN401
-    direction: str,
+    method: str,
     table: str,
     sep: str,
     null: str,
-    columns: Iterable[str] | None,
+    columns: Iterable[Any] | None,
 ) -> bytes:
-    """psycopg2's statement for copy_from/copy_to (``curs_copy_from``/``curs_copy_to``)."""
-    from psycopg2.extensions import QuotedString  # noqa: PLC0415
+    """psycopg2's statement for copy_from/copy_to (``cursor_type.c``: ``curs_copy_from``).
 
-    def quote(value: str) -> str:
-        literal = QuotedString(value)
-        literal.prepare(conn)  # E'' when standard_conforming_strings is off, as psycopg2
-        return literal.getquoted().decode(_codec(conn))
+    psycopg2 >= 2.9 quotes the table name whole and each column with ``PQescapeIdentifier``
+    (``psyco_escape_identifier``), which ``quote_ident`` calls too, and quotes the delimiter
+    and the null string as literals (``psyco_escape_string``: ``E''`` when
+    ``standard_conforming_strings`` is off).
+    """
+    from psycopg2.extensions import QuotedString, quote_ident  # noqa: PLC0415
+
+    values: tuple[tuple[str, object], ...] = (("table", table), ("sep", sep), ("null", null))
+    for name, value in values:
+        # psycopg2 parses them with PyArg's "s": a str without NUL characters.
+        if not isinstance(value, str):
+            message = f"{method}() argument '{name}' must be str, not {type(value).__name__}"
+            raise TypeError(message)
+        if "\0" in value:
+            raise ValueError("embedded null character")
+
+    def literal(value: str) -> str:
+        quoted = QuotedString(value)
+        quoted.prepare(conn)
+        return quoted.getquoted().decode(_codec(conn))
 
     column_list = ""
     if columns is not None:
-        names = [c.decode() if isinstance(c, bytes) else str(c) for c in columns]
-        if names:
-            column_list = "(" + ",".join(names) + ")"
+        names = [quote_ident(column, conn) for column in columns]
+        # An empty list gives psycopg2's ")" (its loop leaves only the closing parenthesis),
+        # and so the same syntax error from the server.
+        column_list = "(" + ",".join(names) + ")" if names else ")"
+    direction = "FROM stdin" if method == "copy_from" else "TO stdout"
     sql = (
-        f"COPY {table}{column_list} {direction} "
-        f"WITH DELIMITER AS {quote(sep)} NULL AS {quote(null)}"
+        f"COPY {quote_ident(table, conn)}{column_list} {direction} "
+        f"WITH DELIMITER AS {literal(sep)} NULL AS {literal(null)}"
     )
     return _statement(conn, sql)
 
@@ -390,6 +423,25 @@ def _lib() -> _copy_libpq.CopyLibPQ:
 # The COPY itself
 
 
+def _copy(cursor: Any, conn: Any, sql: object, file: object, size: int) -> int:  # noqa: ANN401
+    """Run the COPY ``sql`` cooperatively; return the row count."""
+    from psycogreen.core import _copy_execute  # noqa: PLC0415 (imports psycopg2)
+
+    if _copy_execute.supports(conn):
+        wait_read, wait_write = _waits()
+        lib = _lib()
+        _refuse_if_busy(conn)
+        _copy_execute.run(cursor, sql, file, size, (wait_read, wait_write), lib)
+        return int(cursor.rowcount)
+    return _run(conn, _statement(conn, sql), file, size)
+
+
+def _refuse_if_busy(conn: object) -> None:
+    if inflight:
+        # Another task's operation on this connection is in flight: the guard's error.
+        refuse(conn, "COPY")
+
+
 def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     import psycopg2  # noqa: PLC0415
     import psycopg2.extensions  # noqa: PLC0415
@@ -398,9 +450,7 @@ def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
     lib = _lib()
     if conn.closed:
         raise psycopg2.InterfaceError("connection already closed")
-    if inflight:
-        # Another task's operation on this connection is in flight: the guard's error.
-        refuse(conn, "COPY")
+    _refuse_if_busy(conn)
     timeout = _copy_timeout(conn)
     if not conn.autocommit and conn.status == psycopg2.extensions.STATUS_READY:
         # psycopg2 sends BEGIN itself (see the module docstring).
@@ -452,6 +502,8 @@ class _Copy:
         wait_read: WaitFunc,
         wait_write: WaitFunc,
         timeout: float | None,
+        *,
+        in_callback: bool = False,
     ) -> None:
         self.conn = conn
         self.lib = lib
@@ -472,6 +524,12 @@ class _Copy:
         # What the server is doing: "wait" (statement sent), "in"/"out" (COPY data flowing),
         # "end" (COPY data done, results pending).
         self.phase = ""
+        # Inside psycopg2's wait (``_copy_execute``): psycopg2 holds the connection's mutex,
+        # reads the results itself, and closes the connection when an exception leaves the
+        # wait; a close() from here would wait for that mutex forever.
+        self.in_callback = in_callback
+        # The exception read() raised, which ended a COPY FROM as psycopg2 ends it.
+        self.read_error: Exception | None = None
 
     # -- checks and waits --------------------------------------------------------------------
 
@@ -517,7 +575,8 @@ class _Copy:
         message = (self.lib.PQerrorMessage(self.ptr) or b"").decode(self.codec, "replace")
         if self.lib.PQstatus(self.ptr) == CONNECTION_BAD:
             self.busy = False
-            self.conn.close()  # never half-alive: psycopg2 would only notice at its next call
+            if not self.in_callback:  # (there, psycopg2 closes it when this propagates)
+                self.conn.close()  # never half-alive: psycopg2 would only notice at its next call
             raise psycopg2.OperationalError(message)
         raise (kind or psycopg2.OperationalError)(message)
 
@@ -562,7 +621,9 @@ class _Copy:
                 cls = psycopg2.errors.lookup(sqlstate)
             except KeyError:
                 cls = _class_fallback(sqlstate)
-        exc = cls(message)
+        # psycopg2 strips the severity from the message (pqpath.c: strip_severity), not from
+        # pgerror.
+        exc = cls(_strip_severity(message))
         # pgerror/pgcode are read-only attributes; psycopg2's pickle support sets them.
         cast("Any", exc).__setstate__({"pgerror": message, "pgcode": sqlstate})
         return exc
@@ -639,7 +700,7 @@ class _Copy:
         count, later = self.results()
         error = error or later
         if error is not None:
-            raise error
+            raise error from self.read_error
         return count
 
     def copy_in(self, read: Any, size: int) -> None:  # noqa: ANN401
@@ -650,14 +711,24 @@ class _Copy:
         wait_write = self.wait_write
         queued = 0
         while True:
-            data = read(size)
+            try:
+                data = read(size)
+                if isinstance(data, str):  # a text file (conn_encode, strict)
+                    data = data.encode(codec)
+            except Exception as exc:  # noqa: BLE001 (psycopg2 reports any, through the server)
+                self.check()
+                self.read_error = exc
+                self.put_end(_read_failure(exc))
+                self.phase = "end"
+                return
             self.check()  # the source may have switched tasks
+            if not isinstance(data, bytes):
+                # psycopg2 ends the COPY the same way, with no exception to name.
+                self.put_end(b"error in .read() call")
+                self.phase = "end"
+                return
             if not data:
                 break
-            if isinstance(data, str):
-                data = data.encode(codec)
-            elif not isinstance(data, bytes):
-                data = bytes(data)
             for start in range(0, len(data), _MAX_PUT):
                 chunk = data[start : start + _MAX_PUT] if len(data) > _MAX_PUT else data
                 while (result := put(cptr, chunk, len(chunk))) == 0:
@@ -681,6 +752,7 @@ class _Copy:
             self.flush()
         if result < 0:
             self.fail()
+        self.phase = "end"  # queued: an interruption from here on must not end it again
         self.flush()
 
     def copy_out(self, write: Any, text: bool) -> None:  # noqa: ANN401, FBT001
@@ -693,6 +765,8 @@ class _Copy:
         get = self.row_reader(chunks.append)
         while True:
             n = get()
+            if n == -1:
+                self.phase = "end"  # the server sent CopyDone: nothing left to discard
             if chunks:
                 data = b"".join(chunks)
                 chunks.clear()
@@ -816,12 +890,56 @@ class _Copy:
                 # The server then discards COPY data until CopyDone or CopyFail: CopyFail,
                 # which also ends the COPY (rolled back) if the cancel came too late.
                 self.put_end(_ABORT_MESSAGE)
+            if self.in_callback:
+                if self.phase == "out":
+                    self.discard()
+                self.settle()
+                self.busy = False
+                return 0, None  # psycopg2 reads the server's error itself
             return self.results()
         except BaseException:
             self.busy = False
-            if not self.conn.closed:
+            if not self.in_callback and not self.conn.closed:
                 self.conn.close()
             raise
+
+    def settle(self) -> None:
+        """Wait until libpq holds the next result, within the deadline (for psycopg2 to read)."""
+        lib = self.lib
+        if not lib.PQconsumeInput(self.cptr):
+            self.fail()
+        while lib.PQisBusy(self.cptr):
+            self.wait(self.wait_read)
+            if not lib.PQconsumeInput(self.cptr):
+                self.fail()
+
+
+def _strip_severity(message: str) -> str:
+    if len(message) > 8 and message.startswith(("ERROR:  ", "FATAL:  ", "PANIC:  ")):
+        return message[8:]
+    return message
+
+
+# psycopg2's buffer for the CopyFail message (pqpath.c: _pq_copy_in_v3, char buf[1024]).
+_READ_FAILURE_MAX = 1023
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+
+
+def _read_failure(exc: BaseException) -> bytes:
+    """psycopg2's CopyFail message for an exception from ``read()``: the type, the message."""
+    kind = type(exc)
+    # The C type's tp_name, as psycopg2 prints it: the bare name of a class defined in Python,
+    # the dotted one of an extension's static type.
+    name = kind.__name__
+    if not kind.__flags__ & _HEAPTYPE and kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        text = str(exc).encode()
+    except Exception:  # noqa: BLE001 (psycopg2 then sends the message without it)
+        return b"error in .read() call"
+    message = b"error in .read() call: %s %s" % (name.encode(), text)
+    # A C string: it ends at the buffer's end, or at a NUL.
+    return message[:_READ_FAILURE_MAX].split(b"\0", 1)[0]
 
 
 def _method(file: object, name: str, what: str) -> Any:  # noqa: ANN401 (a bound method)

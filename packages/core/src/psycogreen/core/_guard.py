@@ -26,8 +26,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+<<<<<<< HEAD
 from psycogreen.core import _cancel, _libpq, _waits
 from psycogreen.core._busy import ConnectionBusyError, refuse
+=======
+from psycogreen.core import _cancel, _dsn, _libpq, _poll, _pollhook, _registry
+from psycogreen.core._compat import POLL_OK
+>>>>>>> conformance
 from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._detect import installed_backend
 from psycogreen.core._inflight import inflight
@@ -49,6 +54,9 @@ _AUTOCOMMIT: Any = _Connection.__dict__["autocommit"]
 _ISOLATION_LEVEL: Any = _Connection.__dict__["isolation_level"]
 _READONLY: Any = _Connection.__dict__["readonly"]
 _DEFERRABLE: Any = _Connection.__dict__["deferrable"]
+_DSN: Any = _Connection.__dict__["dsn"]
+# psycopg2 cancels only a connection that is up (connection_type.c: psyco_conn_cancel).
+_CANCELLABLE = (psycopg2.extensions.STATUS_READY, psycopg2.extensions.STATUS_BEGIN)
 
 
 def _cancel_waits() -> tuple[WaitFunc, WaitFunc] | None:
@@ -120,7 +128,7 @@ class GuardedConnection(_Connection):
             waits is None
             or lib is None
             or self.closed
-            or self.status == psycopg2.extensions.STATUS_PREPARED
+            or self.status not in _CANCELLABLE  # prepared, or still connecting
             or _libpq.pgconn(self, lib) is None
         ):
             _Connection.cancel(self)  # psycopg2's own, with its checks and messages
@@ -132,6 +140,48 @@ class GuardedConnection(_Connection):
                 f"{bound:g} s"
             )
             raise psycopg2.OperationalError(message)
+
+    def poll(self) -> int:
+        """psycopg2's ``poll()``; inside psycopg2's wait it also finishes COPY statements.
+
+        A COPY sent by psycopg2's ``execute()`` is completed here, and large objects notice
+        the end of their transaction (``_pollhook``).
+        """
+        state: int = _Connection.poll(self)
+        if state == POLL_OK and (_pollhook.hooks or _pollhook.watchers):
+            return _pollhook.after_ok(self)
+        return state
+
+    @property
+    def dsn(self) -> str:
+        """psycopg2's ``dsn`` of the connection string given to ``connect()``.
+
+        psycogreen connects with one-address strings (``_connect_hosts``), which psycopg2's
+        own attribute would report: the host that answered, its address, and the options in
+        another order. This is what psycopg2 reports for the string and keyword arguments the
+        program passed: a program that reconnects with ``connect(conn.dsn)`` keeps every host.
+        """
+        given: str | None = self.__dict__.get(_dsn.KEY)
+        return str(_DSN.__get__(self)) if given is None else given
+
+    def lobject(
+        self,
+        oid: int = 0,
+        mode: str | None = "",
+        new_oid: int = 0,
+        new_file: str | None = None,
+        lobject_factory: Any = None,  # noqa: ANN401 (a class or any callable, as psycopg2's)
+    ) -> Any:  # noqa: ANN401 (the factory's type)
+        """psycopg2's ``lobject()``; under a wait callback, one that waits through it.
+
+        psycopg2 refuses large objects under a wait callback (libpq's large-object calls
+        block). Then the large object goes through the server's large-object functions in
+        ordinary queries (:mod:`psycogreen.core._lobject`), with psycopg2's API, modes and
+        errors.
+        """
+        from psycogreen.core import _lobject  # noqa: PLC0415 (only for large objects)
+
+        return _lobject.lobject(self, oid, mode, new_oid, new_file, lobject_factory)
 
     def reset(self) -> None:
         """psycopg2's ``reset()``, refused while another greenlet uses the connection."""

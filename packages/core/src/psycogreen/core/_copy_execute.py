@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""COPY on a guarded connection, sent and finished by psycopg2's own ``execute()``.
+
+psycopg2's ``copy_*`` methods refuse to run under a wait callback (``EXC_IF_GREEN``), but its
+``execute()`` sends a COPY statement like any other, waiting through the callback, whose
+``poll()`` returns ``POLL_OK`` once the server answered ``CopyInResponse`` or
+``CopyOutResponse`` (``pqpath.c``: ``pq_get_result_async`` stops at a COPY result). Left
+alone, psycopg2 would then run its own COPY loop without a file ("can't execute COPY FROM: use
+the copy_from() method instead") and leave the connection in COPY state.
+
+A guarded connection's ``poll()`` runs the hook set here instead (``_pollhook``): still inside
+psycopg2's wait, it moves the data with the scheduler's waits through the libpq psycopg2 is
+linked against (``_copy._Copy``), ends the COPY, and polls on. psycopg2 then reads the COPY's
+final result itself, as for any statement: ``cursor.rowcount`` ("COPY 3"), ``cursor.query``,
+and the server's error with ``pgerror``, ``pgcode``, ``diag`` and ``cursor``, are psycopg2's
+own. A statement that fails before any data moves (an unknown table) never reaches the hook.
+
+Inside the wait psycopg2 holds the connection's mutex and the callback owns the connection: an
+exception that leaves the hook makes psycopg2 close it (``green_panic``). So an interruption
+(a kill, the scheduler's timeout, an exception from the sink) aborts the COPY on the server,
+lets psycopg2 read the server's answer, and is re-raised by :func:`run` once ``execute()``
+returned; only a failure of that cleanup leaves the wait, and closes the connection.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from typing import Any
+
+import psycopg2.extensions
+
+from psycogreen.core import _copy, _pollhook
+from psycogreen.core._compat import POLL_OK
+from psycogreen.core._copy_libpq import PGRES_COPY_IN, PGRES_COPY_OUT, CopyLibPQ
+from psycogreen.core._types import WaitFunc
+
+__all__ = ["run", "supports"]
+
+_Connection = psycopg2.extensions.connection
+_execute = psycopg2.extensions.cursor.execute
+
+
+def supports(conn: object) -> bool:
+    """Whether ``conn``'s ``poll()`` runs the hook: a guarded connection."""
+    from psycogreen.core._guard import GuardedConnection  # noqa: PLC0415 (imports this module)
+
+    return isinstance(conn, GuardedConnection)
+
+
+def run(  # noqa: PLR0913, PLR0917
+    cursor: Any,  # noqa: ANN401 (any psycopg2 cursor)
+    sql: object,
+    file: object,
+    size: int,
+    waits: tuple[WaitFunc, WaitFunc],
+    lib: CopyLibPQ,
+) -> None:
+    """Run the COPY ``sql`` with psycopg2's ``execute()`` on ``cursor``, ``file`` as its data.
+
+    psycopg2's own ``execute()``: the cursor class's override, if any, is not called, as
+    psycopg2's ``copy_*`` methods do not call it.
+    """
+    conn = cursor.connection
+    job = _Job(file, size, waits, lib, _copy._copy_timeout(conn))  # noqa: SLF001
+    _pollhook.set_hook(conn, job)
+    error: BaseException | None = None
+    try:
+        _execute(cursor, sql)  # type: ignore[arg-type]  # psycopg2 checks the type itself
+    except BaseException as exc:  # noqa: BLE001 (re-raised below, or replaced by the interrupt)
+        error = exc
+    finally:
+        _pollhook.set_hook(conn, None)
+    try:
+        if job.interrupt is not None:
+            # The COPY was stopped on the server (psycopg2 raised its QueryCanceled, or the
+            # COPY had completed meanwhile): what interrupted it is what the caller sees.
+            raise job.interrupt
+        if error is not None:
+            if job.read_error is not None and isinstance(error, psycopg2.Error):
+                raise error from job.read_error
+            raise error
+    finally:
+        error = job.interrupt = job.read_error = None  # no cycle through this frame
+
+
+class _Job:
+    """The data of one COPY, moved when psycopg2's wait reaches COPY state."""
+
+    def __init__(
+        self,
+        file: object,
+        size: int,
+        waits: tuple[WaitFunc, WaitFunc],
+        lib: CopyLibPQ,
+        timeout: float | None,
+    ) -> None:
+        self.file = file
+        self.size = size
+        self.wait_read, self.wait_write = waits
+        self.lib = lib
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.done = False
+        self.interrupt: BaseException | None = None
+        self.read_error: Exception | None = None
+
+    def __call__(self, conn: Any) -> int:  # noqa: ANN401 (a psycopg2 connection)
+        """The hook: run the COPY if the statement is in COPY state; the state to return."""
+        if self.done:
+            return POLL_OK
+        lib = self.lib
+        ptr = conn.pgconn_ptr
+        # In COPY state libpq hands out a new COPY result on every call, and waits for nothing;
+        # otherwise (a BEGIN before the COPY, a statement that failed) it has none left.
+        res = lib.PQgetResult(ptr)
+        if not res:
+            return POLL_OK
+        status = lib.PQresultStatus(res)
+        lib.PQclear(res)
+        if status not in (PGRES_COPY_IN, PGRES_COPY_OUT):
+            return POLL_OK  # (replication's COPY BOTH: not ours to move)
+        self.done = True
+        blocking = not lib.PQisnonblocking(ptr)
+        if blocking:
+            lib.PQsetnonblocking(ptr, 1)  # a connection made before patching
+        try:
+            self.move(conn, ptr, status)
+        finally:
+            if blocking and conn.pgconn_ptr == ptr and not conn.closed:
+                lib.PQsetnonblocking(ptr, 0)
+        return int(_Connection.poll(conn))
+
+    def move(self, conn: Any, ptr: int, status: int) -> None:  # noqa: ANN401
+        """Move the data and end the COPY; on an interruption, abort it on the server."""
+        copy = _copy._Copy(  # noqa: SLF001
+            conn, self.lib, ptr, self.wait_read, self.wait_write, None, in_callback=True
+        )
+        copy.deadline = self.deadline
+        copy.busy = True
+        try:
+            if status == PGRES_COPY_IN:
+                copy.phase = "in"
+                copy.copy_in(getattr(self.file, "read"), self.size)  # noqa: B009 (psycopg2's error)
+            else:
+                copy.phase = "out"
+                text = isinstance(self.file, io.TextIOBase)
+                copy.copy_out(getattr(self.file, "write"), text)  # noqa: B009
+            copy.busy = False
+            self.read_error = copy.read_error
+        except _copy._Expired:  # noqa: SLF001
+            # psycogreen's timeout: the statement is cancelled, and psycopg2 raises the
+            # server's QueryCanceled, as for any statement that timed out.
+            copy.stop()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by run(), after psycopg2's result)
+            self.interrupt = exc
+            # If this fails, its error leaves the wait, and psycopg2 closes the connection.
+            copy.stop()
+        finally:
+            os.close(copy.fd)
