@@ -16,7 +16,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from psycogreen.core import _bytesfill, _copy, _dsn
+from psycogreen.core import _bytesfill, _copy, _copy_loop, _dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -119,7 +119,7 @@ def test_read_failure_message_is_psycopg2s(tx: Any, exc: BaseException) -> None:
     cur.execute("ROLLBACK TO SAVEPOINT s")
     prefix = "COPY from stdin failed: "
     assert primary.startswith(prefix), primary
-    ours = _copy._read_failure(exc)
+    ours = _copy_loop._read_failure(exc)
     assert primary[len(prefix) :] == ours.decode(), (primary, ours)
 
 

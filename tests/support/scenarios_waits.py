@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Scenarios for the backends' waits themselves (run by ``tests/<backend>/test_waits.py``)."""
+"""Scenarios for the backends' waits themselves (run by ``tests/green/test_waits.py``)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ the copy_from() method instead") and leave the connection in COPY state.
 
 A guarded connection's ``poll()`` runs the hook set here instead (``_pollhook``): still inside
 psycopg2's wait, it moves the data with the scheduler's waits through the libpq psycopg2 is
-linked against (``_copy._Copy``), ends the COPY, and polls on. psycopg2 then reads the COPY's
+linked against (``_copy_loop.Copy``), ends the COPY, and polls on. psycopg2 then reads the COPY's
 final result itself, as for any statement: ``cursor.rowcount`` ("COPY 3"), ``cursor.query``,
 and the server's error with ``pgerror``, ``pgcode``, ``diag`` and ``cursor``, are psycopg2's
 own. A statement that fails before any data moves (an unknown table) never reaches the hook.
@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from psycogreen.core import _copy, _pollhook
+from psycogreen.core import _copy_loop, _pollhook
 from psycogreen.core._compat import POLL_OK
 from psycogreen.core._copy_libpq import PGRES_COPY_IN, PGRES_COPY_OUT, CopyLibPQ
 from psycogreen.core._types import WaitFunc
@@ -43,10 +43,8 @@ _execute = psycopg2.extensions.cursor.execute
 
 
 def supports(conn: object) -> bool:
-    """Whether ``conn``'s ``poll()`` runs the hook: a guarded connection."""
-    from psycogreen.core._guard import GuardedConnection  # noqa: PLC0415 (imports this module)
-
-    return isinstance(conn, GuardedConnection)
+    """Whether ``conn``'s ``poll()`` runs the hook: a guarded connection (``_pollhook``)."""
+    return isinstance(conn, _pollhook.running_hooks)
 
 
 def run(  # noqa: PLR0913, PLR0917
@@ -63,7 +61,7 @@ def run(  # noqa: PLR0913, PLR0917
     psycopg2's ``copy_*`` methods do not call it.
     """
     conn = cursor.connection
-    job = _Job(file, size, waits, lib, _copy._copy_timeout(conn))  # noqa: SLF001
+    job = _Job(file, size, waits, lib, _copy_loop.copy_timeout(conn))
     _pollhook.set_hook(conn, job)
     error: BaseException | None = None
     try:
@@ -133,7 +131,7 @@ class _Job:
 
     def move(self, conn: Any, ptr: int, status: int) -> None:  # noqa: ANN401
         """Move the data and end the COPY; on an interruption, abort it on the server."""
-        copy = _copy._Copy(  # noqa: SLF001
+        copy = _copy_loop.Copy(
             conn, self.lib, ptr, self.wait_read, self.wait_write, None, in_callback=True
         )
         copy.deadline = self.deadline
@@ -148,7 +146,7 @@ class _Job:
                 copy.copy_out(getattr(self.file, "write"), text)  # noqa: B009
             copy.busy = False
             self.read_error = copy.read_error
-        except _copy._Expired:  # noqa: SLF001
+        except _copy_loop.Expired:
             # psycogreen's timeout: the statement is cancelled, and psycopg2 raises the
             # server's QueryCanceled, as for any statement that timed out.
             copy.stop()

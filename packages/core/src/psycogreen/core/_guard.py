@@ -26,13 +26,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-<<<<<<< HEAD
-from psycogreen.core import _cancel, _libpq, _waits
+from psycogreen.core import _cancel, _dsn, _libpq, _lobject, _pollhook, _waits
 from psycogreen.core._busy import ConnectionBusyError, refuse
-=======
-from psycogreen.core import _cancel, _dsn, _libpq, _poll, _pollhook, _registry
 from psycogreen.core._compat import POLL_OK
->>>>>>> conformance
 from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._detect import installed_backend
 from psycogreen.core._inflight import inflight
@@ -179,8 +175,6 @@ class GuardedConnection(_Connection):
         ordinary queries (:mod:`psycogreen.core._lobject`), with psycopg2's API, modes and
         errors.
         """
-        from psycogreen.core import _lobject  # noqa: PLC0415 (only for large objects)
-
         return _lobject.lobject(self, oid, mode, new_oid, new_file, lobject_factory)
 
     def reset(self) -> None:
@@ -430,3 +424,7 @@ def guarded_cursor_class(factory: Any = None, *, named: bool = False) -> Any:  #
     """
     guard = GuardedNamedCursor if named else GuardedCursor
     return _mix(_Cursor if factory is None else factory, guard)
+
+
+# The guarded connection's poll() runs the COPY and large-object hooks (_pollhook).
+_pollhook.running_hooks = (GuardedConnection,)

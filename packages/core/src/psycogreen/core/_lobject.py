@@ -34,6 +34,7 @@ import psycopg2
 import psycopg2.extensions
 
 from psycogreen.core import _pollhook
+from psycogreen.core._busy import refuse
 from psycogreen.core._bytesfill import Filler
 
 __all__ = ["CHUNK", "GreenLargeObject", "lobject", "parse_mode", "unparse_mode"]
@@ -446,9 +447,8 @@ def _query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
     what psycogreen's timeouts raise (it is an ``OperationalError`` too). psycopg2's own
     errors (a closed connection, a busy one) propagate unchanged.
     """
-    from psycogreen.core._guard import GuardedCursor  # noqa: PLC0415 (imports this module)
-
-    cursor = GuardedCursor(conn)
+    refuse(conn, "a large-object operation")  # another greenlet's query in flight: say so
+    cursor = psycopg2.extensions.cursor(conn)
     try:
         cursor.execute(sql, args)
         row: tuple[Any, ...] = cursor.fetchone()  # type: ignore[assignment]  # one row always

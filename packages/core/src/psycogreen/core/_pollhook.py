@@ -25,13 +25,16 @@ from typing import Any
 
 from psycogreen.core._compat import POLL_OK
 
-__all__ = ["after_ok", "hooks", "observe", "set_hook", "watchers"]
+__all__ = ["after_ok", "hooks", "observe", "running_hooks", "set_hook", "watchers"]
 
 #: ``id(conn)`` -> what to do at each ``POLL_OK`` instead of returning it: a function of the
 #: connection returning the state to hand back to the wait callback.
 hooks: dict[int, Callable[[Any], int]] = {}
 #: ``id(conn)`` -> a function called with the connection at every ``POLL_OK``.
 watchers: dict[int, Callable[[Any], None]] = {}
+#: The connection classes whose ``poll()`` runs the hooks: the guarded connection, which sets
+#: it when imported (it sits above this module).
+running_hooks: tuple[type, ...] = ()
 
 
 def set_hook(conn: object, hook: Callable[[Any], int] | None) -> None:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""psycopg2 as a program knows it, once patched: tests every backend passes.
+"""psycopg2 as a program knows it, once patched, under every green backend (once per scheduler).
 
-``tests/<backend>/test_conformance.py``. Each scenario (``scenarios_conformance.py``) runs
+Each scenario (``scenarios_conformance.py``) runs
 patched and unpatched; what the program observes must be the same, except where a test says
 what differs, and why.
 """
@@ -9,16 +9,15 @@ what differs, and why.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios_conformance
 
 pytestmark = pytest.mark.postgres
-
-S = "scenarios_conformance:"
 
 
 @pytest.fixture
@@ -33,9 +32,11 @@ def table(conn: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         cur.execute(f'DROP TABLE IF EXISTS "{found}"')
 
 
-def _both(run_green: RunGreen, scheduler: str, name: str, **kwargs: Any) -> tuple[Any, Any]:
+def _both(
+    run_green: RunGreen, scheduler: str, scenario: Callable[..., Any], **kwargs: Any
+) -> tuple[Any, Any]:
     """The scenario's observations unpatched (psycopg2 itself), then patched."""
-    return run_green("none", S + name, **kwargs), run_green(scheduler, S + name, **kwargs)
+    return run_green("none", scenario, **kwargs), run_green(scheduler, scenario, **kwargs)
 
 
 def _dropping(conn: Any, table: str) -> None:
@@ -48,9 +49,9 @@ def _dropping(conn: Any, table: str) -> None:
 def test_copy_quotes_identifiers_as_psycopg2(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
-    plain = run_green("none", S + "copy_identifiers", table=table)
+    plain = run_green("none", scenarios_conformance.copy_identifiers, table=table)
     _dropping(conn, table)
-    patched = run_green(scheduler, S + "copy_identifiers", table=table)
+    patched = run_green(scheduler, scenarios_conformance.copy_identifiers, table=table)
     assert plain["from_query"].startswith(f'COPY "{table}_MixedCase"("select","Col") FROM stdin')
     assert plain["to_data"] == "1|one\n2|two\n"
     assert plain["dotted"]["type"] == "UndefinedTable"
@@ -61,9 +62,9 @@ def test_copy_quotes_identifiers_as_psycopg2(
 def test_copy_sets_rowcount_and_query_and_returns_none(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
-    plain = run_green("none", S + "copy_cursor_state", table=table)
+    plain = run_green("none", scenarios_conformance.copy_cursor_state, table=table)
     _dropping(conn, table)
-    patched = run_green(scheduler, S + "copy_cursor_state", table=table)
+    patched = run_green(scheduler, scenarios_conformance.copy_cursor_state, table=table)
     assert plain["from_returns"] == plain["to_returns"] == plain["expert_returns"] == "None"
     assert plain["from"][0] == plain["to"][0] == plain["expert"][0] == 3
     assert plain["failed"][:2] == ["UniqueViolation", -1]
@@ -75,9 +76,9 @@ def test_copy_sets_rowcount_and_query_and_returns_none(
 def test_copy_errors_are_psycopg2s(
     scheduler: str, run_green: RunGreen, conn: Any, table: str
 ) -> None:
-    plain = run_green("none", S + "copy_errors", table=table)
+    plain = run_green("none", scenarios_conformance.copy_errors, table=table)
     _dropping(conn, table)
-    patched = run_green(scheduler, S + "copy_errors", table=table)
+    patched = run_green(scheduler, scenarios_conformance.copy_errors, table=table)
     missing = plain["missing_table"]
     assert missing["sqlstate"] == missing["pgcode"] == "42P01", missing
     assert missing["str"].startswith(f'relation "{table}_missing" does not exist'), missing
@@ -98,12 +99,12 @@ def test_copy_errors_are_psycopg2s(
 
 def test_read_error_is_the_cause(scheduler: str, run_green: RunGreen, table: str) -> None:
     """What psycogreen adds: the exception read() raised, as the QueryCanceled's __cause__."""
-    out = run_green(scheduler, S + "copy_read_error_cause", table=table)
+    out = run_green(scheduler, scenarios_conformance.copy_read_error_cause, table=table)
     assert out["cause"] == "ZeroDivisionError('division by zero')", out
 
 
 def test_dsn_is_what_the_program_passed(scheduler: str, run_green: RunGreen) -> None:
-    plain, patched = _both(run_green, scheduler, "connection_dsn")
+    plain, patched = _both(run_green, scheduler, scenarios_conformance.connection_dsn)
     assert plain["hosts"][0].startswith("host=127.0.0.2,localhost "), plain
     assert "password=xxx" in plain["password"][0]
     assert "password=xxx" in plain["uri"][0]
@@ -112,7 +113,7 @@ def test_dsn_is_what_the_program_passed(scheduler: str, run_green: RunGreen) -> 
 
 
 def test_cancel_while_connecting_is_refused(scheduler: str, run_green: RunGreen) -> None:
-    plain, patched = _both(run_green, scheduler, "cancel_while_connecting")
+    plain, patched = _both(run_green, scheduler, scenarios_conformance.cancel_while_connecting)
     assert plain["connecting"]["type"] == "OperationalError"
     assert plain["connecting"]["str"] == "asynchronous connection attempt underway"
     assert plain["connected"] == "None"
@@ -120,6 +121,6 @@ def test_cancel_while_connecting_is_refused(scheduler: str, run_green: RunGreen)
 
 
 def test_connection_factory_returning_none(scheduler: str, run_green: RunGreen) -> None:
-    plain, patched = _both(run_green, scheduler, "factory_returning_none")
+    plain, patched = _both(run_green, scheduler, scenarios_conformance.factory_returning_none)
     assert plain == {"result": "None", "calls": 1}
     assert patched == plain

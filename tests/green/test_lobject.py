@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Large objects on patched connections: tests every backend passes (``tests/<backend>/test_lobject.py``).
+"""Large objects on patched connections: under every green backend (once per scheduler).
 
 The API scenario runs twice, patched and unpatched (psycopg2's own ``lobject``), and the two
 observations must be equal; the others run patched only.
@@ -12,16 +12,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunGreen
+from tests.support import scenarios_lobject
 
 pytestmark = pytest.mark.postgres
-
-S = "scenarios_lobject:"
 
 
 def test_api_is_psycopg2s(scheduler: str, run_green: RunGreen) -> None:
     """Every method, mode, attribute and error, observed patched and plain: the same."""
-    plain = run_green("none", S + "api", timeout=300)
-    patched = run_green(scheduler, S + "api", timeout=300)
+    plain = run_green("none", scenarios_lobject.api, timeout=300)
+    patched = run_green(scheduler, scenarios_lobject.api, timeout=300)
     assert plain["class_is_lobject"] is True
     assert plain["read_all_md5"] == [3 * (1 << 20) + 17, True]
     # a few anchors, so that equal-but-empty observations cannot pass
@@ -43,7 +42,7 @@ def test_streams_keep_the_scheduler_running(scheduler: str, run_green: RunGreen)
     object causes; the wall-clock one only says it never blocked the scheduler outright on a
     shared machine.
     """
-    out = run_green(scheduler, S + "streams", megabytes=64, timeout=300)
+    out = run_green(scheduler, scenarios_lobject.streams, megabytes=64, timeout=300)
     assert out["written"] == 64 << 20, out
     assert out["same"] is True, out
     assert out["write_cpu_gap"] < 0.05, out
@@ -53,7 +52,7 @@ def test_streams_keep_the_scheduler_running(scheduler: str, run_green: RunGreen)
 
 
 def test_another_greenlet_on_the_connection_is_refused(scheduler: str, run_green: RunGreen) -> None:
-    out = run_green(scheduler, S + "busy", timeout=300)
+    out = run_green(scheduler, scenarios_lobject.busy, timeout=300)
     assert out["written"] == 64 << 20, out
     assert out["intruder"] == ["ConnectionBusyError"] * 3, out
     assert out["tell"] == 64 << 20, out
@@ -61,7 +60,7 @@ def test_another_greenlet_on_the_connection_is_refused(scheduler: str, run_green
 
 def test_timeout_during_a_read(scheduler: str, run_green: RunGreen) -> None:
     """The scheduler's timeout interrupts a 512 MiB read promptly; the backend stops."""
-    out: dict[str, Any] = run_green(scheduler, S + "interrupted", timeout=300)
+    out: dict[str, Any] = run_green(scheduler, scenarios_lobject.interrupted, timeout=300)
     assert out["result"] == "Timeout", out
     assert out["elapsed"] < 2.0, out
     assert out["server_state"] != "active", out
