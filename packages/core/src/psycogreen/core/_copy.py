@@ -7,12 +7,12 @@ blocking mode. Here the COPY protocol is driven on psycopg2's own ``PGconn`` thr
 psycopg2 is linked against (``_copy_libpq``), in libpq's non-blocking mode, waiting with the
 installed backend's ``wait_read``/``wait_write``:
 
-On a guarded connection (``psycopg2.connect()`` once patched) psycopg2 itself runs the COPY
-statement with its ``execute()``: it sends ``BEGIN`` as for any statement, and once the
-statement is in COPY state the connection's ``poll()`` moves the data inside psycopg2's wait
-(``_copy_execute``) and lets psycopg2 read the final result. ``cursor.rowcount``,
-``cursor.query`` and the exceptions, diagnostics included, are then psycopg2's own. On any other
-connection the whole COPY runs here:
+Under psycogreen's own wait callback psycopg2 itself runs the COPY statement with its
+``execute()``: it sends ``BEGIN`` as for any statement, and once the statement is in COPY state
+the callback moves the data inside psycopg2's wait (``_copy_execute``) and lets psycopg2 read
+the final result. ``cursor.rowcount``, ``cursor.query`` and the exceptions, diagnostics
+included, are then psycopg2's own. Under another project's callback for a known scheduler
+(eventlet's own), the whole COPY runs here:
 
 1. With autocommit off and no transaction open, psycopg2 runs a statement first, so that *it*
    sends ``BEGIN`` (with the ``set_session`` options) and knows a transaction is open:
@@ -100,8 +100,8 @@ def copy_expert(
         object with ``write(data)``; a text file (:class:`io.TextIOBase`) receives ``str``.
         The sink receives whole rows, several per ``write()`` call.
     :param size: the ``size`` passed to ``file.read()``.
-    :return: the number of rows copied. On a guarded connection ``cursor.rowcount`` and
-        ``cursor.query`` are set as psycopg2 sets them; on another one they are left alone.
+    :return: the number of rows copied. Under psycogreen's callback ``cursor.rowcount`` and
+        ``cursor.query`` are set as psycopg2 sets them; under another one they are left alone.
     :raises psycopg2.Error: the server's error, as the usual ``psycopg2.errors`` subclass;
         ``QueryCanceled`` when a :func:`psycogreen.core.timeout` ran out (connection kept), or
         when the source's ``read()`` raised (``COPY from stdin failed: error in .read() call:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""COPY on a guarded connection, sent and finished by psycopg2's own ``execute()``.
+"""COPY sent and finished by psycopg2's own ``execute()``, under psycogreen's wait callback.
 
 psycopg2's ``copy_*`` methods refuse to run under a wait callback (``EXC_IF_GREEN``), but its
 ``execute()`` sends a COPY statement like any other, waiting through the callback, whose
@@ -8,7 +8,7 @@ psycopg2's ``copy_*`` methods refuse to run under a wait callback (``EXC_IF_GREE
 alone, psycopg2 would then run its own COPY loop without a file ("can't execute COPY FROM: use
 the copy_from() method instead") and leave the connection in COPY state.
 
-A guarded connection's ``poll()`` runs the hook set here instead (``_pollhook``): still inside
+psycogreen's wait callback runs the hook set here at that ``POLL_OK`` (``_pollhook``): still inside
 psycopg2's wait, it moves the data with the scheduler's waits through the libpq psycopg2 is
 linked against (``_copy_loop.Copy``), ends the COPY, and polls on. psycopg2 then reads the COPY's
 final result itself, as for any statement: ``cursor.rowcount`` ("COPY 3"), ``cursor.query``,
@@ -34,6 +34,7 @@ import psycopg2.extensions
 from psycogreen.core import _copy_loop, _pollhook
 from psycogreen.core._compat import POLL_OK
 from psycogreen.core._copy_libpq import PGRES_COPY_IN, PGRES_COPY_OUT, CopyLibPQ
+from psycogreen.core._registry import owner
 from psycogreen.core._types import WaitFunc
 
 __all__ = ["run", "supports"]
@@ -43,8 +44,13 @@ _execute = psycopg2.extensions.cursor.execute
 
 
 def supports(conn: object) -> bool:
-    """Whether ``conn``'s ``poll()`` runs the hook: a guarded connection (``_pollhook``)."""
-    return isinstance(conn, _pollhook.running_hooks)
+    """Whether psycogreen's own wait callback drives ``conn``: it runs the hook (``_pollhook``).
+
+    The callbacks of other projects (eventlet's own, psycogreen 1.0.2's) do not.
+    """
+    del conn  # one callback drives every connection of the process
+    callback = psycopg2.extensions.get_wait_callback()
+    return callback is not None and owner(callback)[2]
 
 
 def run(  # noqa: PLR0913, PLR0917

@@ -26,9 +26,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from psycogreen.core import _cancel, _dsn, _libpq, _lobject, _pollhook, _waits
+from psycogreen.core import _cancel, _dsn, _libpq, _lobject, _waits
 from psycogreen.core._busy import ConnectionBusyError, refuse
-from psycogreen.core._compat import POLL_OK
 from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._detect import installed_backend
 from psycogreen.core._inflight import inflight
@@ -136,17 +135,6 @@ class GuardedConnection(_Connection):
                 f"{bound:g} s"
             )
             raise psycopg2.OperationalError(message)
-
-    def poll(self) -> int:
-        """psycopg2's ``poll()``; inside psycopg2's wait it also finishes COPY statements.
-
-        A COPY sent by psycopg2's ``execute()`` is completed here, and large objects notice
-        the end of their transaction (``_pollhook``).
-        """
-        state: int = _Connection.poll(self)
-        if state == POLL_OK and (_pollhook.hooks or _pollhook.watchers):
-            return _pollhook.after_ok(self)
-        return state
 
     @property
     def dsn(self) -> str:
@@ -424,7 +412,3 @@ def guarded_cursor_class(factory: Any = None, *, named: bool = False) -> Any:  #
     """
     guard = GuardedNamedCursor if named else GuardedCursor
     return _mix(_Cursor if factory is None else factory, guard)
-
-
-# The guarded connection's poll() runs the COPY and large-object hooks (_pollhook).
-_pollhook.running_hooks = (GuardedConnection,)

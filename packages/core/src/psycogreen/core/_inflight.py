@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["current_task", "inflight", "other_task", "root"]
+__all__ = ["ENDING", "current_task", "inflight", "other_task", "root"]
 
 #: The running greenlet (the thread's main greenlet outside any); ``None`` without greenlet.
 current_task: Callable[[], object]
+#: The exceptions that end a task (a kill, Ctrl-C, an exit), rather than interrupt what it does.
+ENDING: tuple[type[BaseException], ...]
 try:
     # Not a scheduler: greenlet is the coroutine primitive under gevent and eventlet alike.
+    from greenlet import GreenletExit
     from greenlet import getcurrent as current_task
+
+    ENDING = (GreenletExit, KeyboardInterrupt, SystemExit)
 except ImportError:  # pragma: no cover (no greenlets: only native threads exist)
+    ENDING = (KeyboardInterrupt, SystemExit)
 
     def current_task() -> object:
         return None

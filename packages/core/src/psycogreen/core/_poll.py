@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from psycogreen.core import _cancel, _waits
+from psycogreen.core import _cancel, _pollhook, _waits
 from psycogreen.core._backend import Backend
 from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP, attempt_error
 from psycogreen.core._errors import CannotSwitchHere
-from psycogreen.core._inflight import current_task, inflight
+from psycogreen.core._inflight import ENDING, current_task, inflight
+from psycogreen.core._pollhook import after_ok
 from psycogreen.core._timeout import limit
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
 
@@ -71,7 +72,7 @@ def _first_use(callback: WaitCallback) -> None:
         hook(callback)
 
 
-def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot path is one closure on purpose)
+def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901, PLR0915 (one closure on purpose)
     """Build the psycopg2 wait callback of ``backend``.
 
     .. versionadded:: 1.1
@@ -79,6 +80,8 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
     wait_read = backend.wait_read
     wait_write = backend.wait_write
     keep = backend.keep_connection_on
+    hooks = _pollhook.hooks  # dicts changed in place: bound once
+    watchers = _pollhook.watchers
 
     def wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:  # noqa: C901, PLR0912 (the hot path, one frame)
         try:
@@ -99,25 +102,33 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901 (the hot pat
             # Where the scheduler cannot switch, the backend's wait raises CannotSwitchHere
             # before waiting (it looks the hub up anyway): that costs the hot path nothing.
             state = poll()
-            while state != POLL_OK:
-                if state == POLL_READ:
-                    wait = wait_read
-                elif state == POLL_WRITE:
-                    wait = wait_write
-                else:
-                    _bad_state(state)
-                try:
-                    wait(fileno())
-                except CannotSwitchHere:
-                    _unswitchable(conn, backend, None)
+            while True:
+                while state != POLL_OK:
+                    if state == POLL_READ:
+                        wait = wait_read
+                    elif state == POLL_WRITE:
+                        wait = wait_write
+                    else:
+                        _bad_state(state)
+                    try:
+                        wait(fileno())
+                    except CannotSwitchHere:
+                        _unswitchable(conn, backend, None)
+                        return
+                    except keep as exc:
+                        _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
+                        return
+                    except BaseException as exc:
+                        _abandon(conn, backend, wait_read, wait_write, exc)
+                        raise
+                    state = poll()
+                # A COPY or a large object under way somewhere: its hook may go on with this
+                # operation (two truth tests per operation otherwise).
+                if not (hooks or watchers):
                     return
-                except keep as exc:
-                    _cancel_and_finish(conn, backend, wait_read, wait_write, exc)
+                state = after_ok(conn)
+                if state == POLL_OK:
                     return
-                except BaseException as exc:
-                    _abandon(conn, backend, wait_read, wait_write, exc)
-                    raise
-                state = poll()
         except BaseException as exc:
             if _connecting(conn):
                 _release(exc)
@@ -201,7 +212,7 @@ def _drive(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     keep = backend.keep_connection_on if backend is not None else ()
-    state = conn.poll()
+    state = _poll_hooked(conn)
     while state != POLL_OK:
         wait = _choose(state, wait_read, wait_write)
         try:
@@ -226,7 +237,15 @@ def _drive(
                 _raise_connect_timeout(timeout)
             _cancel_and_finish(conn, backend, wait_read, wait_write, None)
             return
-        state = conn.poll()
+        state = _poll_hooked(conn)
+
+
+def _poll_hooked(conn: PollingConnection) -> int:
+    """``conn.poll()``, through the hooks of a COPY or a large object at ``POLL_OK``."""
+    state = conn.poll()
+    if state == POLL_OK and (_pollhook.hooks or _pollhook.watchers):
+        return _pollhook.after_ok(conn)
+    return state
 
 
 def _unswitchable(conn: PollingConnection, backend: Backend, timeout: float | None) -> None:
@@ -331,9 +350,8 @@ def _cancel_and_finish(
     grace = bound if interrupt is None else INTERRUPT_GRACE
     try:
         sent = _send_cancel(conn, backend, wait_read, wait_write, grace)
-    except BaseException as exc:
-        _chain(exc, interrupt)
-        raise
+    except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+        raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
     if sent is None and interrupt is not None:
         raise interrupt
     if not sent:
@@ -349,9 +367,8 @@ def _cancel_and_finish(
         # A second interrupt while the server is already cancelling propagates: give up on it.
         try:
             ready = remaining > 0 and wait(conn.fileno(), remaining)
-        except BaseException as exc:
-            _chain(exc, interrupt)
-            raise
+        except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+            raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
         if not ready:
             _raise_operational(
                 "psycogreen: the server did not answer a cancel request within "
@@ -382,19 +399,27 @@ def _abandon(
         _send_cancel(conn, backend, wait_read, wait_write, INTERRUPT_GRACE)
     except Exception:  # noqa: BLE001, S110 (the original exception is what propagates)
         pass
-    except BaseException as exc:
-        _chain(exc, interrupt)
-        raise
+    except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+        raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
 
 
-def _chain(exc: BaseException, first: BaseException | None) -> None:
-    """Make ``first`` the context of ``exc``, an interrupt thrown in while handling it.
+def _prevailing(second: BaseException, first: BaseException | None) -> BaseException:
+    """Which of two interrupts goes on to the caller, the other one as its context.
 
-    Python sets ``__context__`` only for an exception raised while another is handled in the
-    same frame chain; greenlet's ``throw()`` sets none, so it is set here, as documented.
+    ``second`` was thrown in while ``first``'s cancel was under way, and goes on; except that
+    an interrupt that ends the task (a kill's ``GreenletExit``, ``KeyboardInterrupt``,
+    ``SystemExit``) is never replaced by one that does not: a retry loop catching its own
+    ``Timeout`` would otherwise survive its kill. The other one is then its context. Python sets
+    ``__context__`` only for an exception raised while another is handled in the same frame
+    chain; greenlet's ``throw()`` sets none, so it is set here, as documented.
     """
-    if first is not None and exc is not first and exc.__context__ is None:
-        exc.__context__ = first
+    if first is None or second is first:
+        return second
+    if isinstance(first, ENDING) and not isinstance(second, ENDING):
+        second, first = first, second
+    if second.__context__ is None and first.__context__ is not second:
+        second.__context__ = first
+    return second
 
 
 def _release(exc: BaseException) -> None:

@@ -1,10 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Work done inside psycopg2's wait, when a guarded connection's ``poll()`` returns ``POLL_OK``.
+"""Work done inside psycopg2's wait, when a connection's ``poll()`` returns ``POLL_OK``.
 
-Every wait callback drives ``conn.poll()`` on the connection object psycopg2 hands it
-(psycopg2 ``green.c``: ``psyco_wait``; the callback contract), so a guarded connection's
-``poll()`` (``_guard.py``) sees each command psycopg2 runs in green mode reach its result, with
-psycopg2 still waiting for it:
+psycogreen's wait callback drives ``conn.poll()`` for every command psycopg2 runs in green mode
+(psycopg2 ``green.c``: ``psyco_wait``), so at each ``POLL_OK`` it sees the command reach its
+result, with psycopg2 still waiting for it (``_poll.py`` runs :func:`after_ok` there):
 
 - a COPY statement sent by psycopg2's own ``execute()`` stops there in COPY state: the hook
   of :mod:`psycogreen.core._copy_execute`, set for the duration of that ``execute()`` (which
@@ -14,7 +13,8 @@ psycopg2 still waiting for it:
 - the large objects of :mod:`psycogreen.core._lobject` watch for the end of their transaction
   (psycopg2's ``conn->mark``, which Python cannot read).
 
-The registries are keyed by ``id(conn)``; an empty registry costs one truth test per poll.
+The registries are keyed by ``id(conn)``; while both are empty the callback pays two truth
+tests per operation.
 """
 
 from __future__ import annotations
@@ -25,16 +25,13 @@ from typing import Any
 
 from psycogreen.core._compat import POLL_OK
 
-__all__ = ["after_ok", "hooks", "observe", "running_hooks", "set_hook", "watchers"]
+__all__ = ["after_ok", "hooks", "observe", "set_hook", "watchers"]
 
 #: ``id(conn)`` -> what to do at each ``POLL_OK`` instead of returning it: a function of the
 #: connection returning the state to hand back to the wait callback.
 hooks: dict[int, Callable[[Any], int]] = {}
 #: ``id(conn)`` -> a function called with the connection at every ``POLL_OK``.
 watchers: dict[int, Callable[[Any], None]] = {}
-#: The connection classes whose ``poll()`` runs the hooks: the guarded connection, which sets
-#: it when imported (it sits above this module).
-running_hooks: tuple[type, ...] = ()
 
 
 def set_hook(conn: object, hook: Callable[[Any], int] | None) -> None:
@@ -55,7 +52,7 @@ def observe(conn: object, watcher: Callable[[Any], None]) -> None:
 
 
 def after_ok(conn: object) -> int:
-    """What a guarded ``poll()`` returns once psycopg2's own returned ``POLL_OK``."""
+    """The state to go on with once ``conn.poll()`` returned ``POLL_OK`` (``POLL_OK``: done)."""
     key = id(conn)
     watcher = watchers.get(key)
     if watcher is not None:
