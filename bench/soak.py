@@ -242,7 +242,7 @@ def _label(result: dict[str, Any]) -> str:
 def _chaos_cell(result: dict[str, Any], kind: str) -> str:
     counts = result.get("chaos", {}).get(kind)
     if not counts:
-        return "n/a" if kind in ("deadline",) and result["impl"] == "legacy" else "0"
+        return "n/a" if kind == "deadline" and result["impl"] == "legacy" else "0"
     injected = counts.get("injected", 0)
     landed = counts.get("landed", 0)
     hit = counts.get("hit a statement", 0)
@@ -348,7 +348,9 @@ def report(results: list[dict[str, Any]], info: dict[str, str], command: str) ->
         value = r.get("latency_ms", {}).get(key, {})
         return f"{value['p50']:g} / {value['max']:g} ({value['n']})" if value.get("n") else "-"
 
-    row("interrupt → exception, median / max (ms) (n): Timeout", [latency(r, "timeout") for r in ok])
+    row(
+        "interrupt → exception, median / max (ms) (n): Timeout", [latency(r, "timeout") for r in ok]
+    )
     row("same: kill", [latency(r, "kill") for r in ok])
     row("same: two interrupts", [latency(r, "double") for r in ok])
     row("same: any, while the proxy was frozen", [latency(r, "while frozen") for r in ok])
@@ -378,10 +380,10 @@ def details(results: list[dict[str, Any]]) -> str:
     out = []
     for r in results:
         for key, items in r.get("samples", {}).items():
-            if key == "still active" and r["impl"] == "legacy":
-                items = items[:3]
-            out.append(f"--- {_label(r)}: {key} ({len(items)} shown)")
-            out.extend(json.dumps(item, indent=1)[:3000] for item in items)
+            # 1.0.2's statements that stay active are expected: a few show what they are
+            shown = items[:3] if key == "still active" and r["impl"] == "legacy" else items
+            out.append(f"--- {_label(r)}: {key} ({len(shown)} shown)")
+            out.extend(json.dumps(item, indent=1)[:3000] for item in shown)
     return "\n".join(out)
 
 

@@ -59,6 +59,7 @@ import gc  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -181,6 +182,7 @@ class Slot:
     orders: collections.deque[Order] = field(default_factory=collections.deque)
     busy_since: float | None = None
     statement: tuple[int, str, str] | None = None  # (backend pid, token, op) while in flight
+    phase: str = "idle"  # connect, statement, commit, rollback, back-off, idle
     armed: Armed | None = None
     kill_sent: float | None = None
     kill_recorded: bool = False
@@ -196,6 +198,7 @@ class Check:
     pid: int
     token: str
     kind: str
+    after_thaw: bool = False
 
 
 class Run:
@@ -219,17 +222,20 @@ class Run:
             k: collections.Counter() for k in (*KINDS, "double-timeouts", "double-mixed")
         }
         self.exceptions: collections.Counter[str] = collections.Counter()
+        self.messages: collections.Counter[str] = collections.Counter()
         self.unexpected: collections.Counter[str] = collections.Counter()
         self.samples: dict[str, list[Any]] = collections.defaultdict(list)
         self.txns: dict[str, tuple[int, str]] = {}  # token -> (rows, open|committing|acked)
         self.checks: list[Check] = []
         self.checked = 0
+        self.checked_after_thaw = 0
         self.still_active = 0
         self.hung = 0
         self.harness_errors = 0
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.freezes: list[tuple[float, float]] = []
         self.restarts: list[dict[str, Any]] = []
+        self.restarting_since: float | None = None
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=200_000)
         self.gaps: list[tuple[float, float]] = []  # (gap, when)
         self.heartbeat_interval = 0.005
@@ -261,7 +267,8 @@ class Run:
                 "ms": round(seconds * 1000, 1),
                 "at": round(at - self.started, 2),
                 "frozen": frozen,
-                "restarting": any(
+                "restarting": self.restarting_since is not None
+                or any(
                     r["at"] <= at - self.started <= r["at"] + r["seconds"] + 0.5
                     for r in self.restarts
                 ),
@@ -271,6 +278,28 @@ class Run:
         )
         slowest.sort(key=lambda item: -item["ms"])
         del slowest[5:]
+
+    def context(self, exc: BaseException, at: float, slot: Slot) -> dict[str, Any]:
+        """Where the run was when ``exc`` came: for the samples of the report."""
+        rel = at - self.started
+        return {
+            "message": str(exc).strip()[:200],
+            "at": round(rel, 2),
+            "phase": slot.phase,
+            "frozen": self.frozen_at(at),
+            "after a thaw": any(end <= at <= end + 1.0 for _, end in self.freezes),
+            "restarting": any(
+                r["at"] - 0.1 <= rel <= r["at"] + r["seconds"] + 0.5 for r in self.restarts
+            ),
+            "restart in progress": self.restarting_since is not None,
+        }
+
+    def message(self, exc: BaseException, slot: Slot) -> None:
+        """Count an ambient error by its first line, numbers taken out (for the report only)."""
+        first = (str(exc).strip().splitlines() or [""])[0]
+        text = re.sub(r"\d+(\.\d+)?", "N", first)[:120]
+        key = f"{qualname(exc).rpartition('.')[2]}: {text} [{slot.phase}]"
+        self.messages[key] += 1
 
     def harness(self, where: str, exc: BaseException) -> None:
         self.harness_errors += 1
@@ -413,9 +442,7 @@ class Worker:
     def op_rows(self, slot: Slot) -> None:
         tok = self.token(slot)
         n = self.run.rng.randint(2, 200)
-        rows = self.execute(
-            slot, "rows", "SELECT %s, g FROM generate_series(1, %s) g", (tok, n)
-        )
+        rows = self.execute(slot, "rows", "SELECT %s, g FROM generate_series(1, %s) g", (tok, n))
         self.verify(slot, "rows", [(tok, i) for i in range(1, n + 1)], rows)
 
     def op_sleep(self, slot: Slot, seconds: float, op: str = "sleep") -> None:
@@ -441,7 +468,9 @@ class Worker:
         if pause:
             self.op_sleep(slot, pause, "txn-sleep")
         run.txns[tok] = (n, "committing")
+        slot.phase = "commit"
         conn.commit()
+        slot.phase = "statement"
         # No switch can happen between commit() returning and this line: if it is reached,
         # the server acknowledged the commit.
         run.txns[tok] = (n, "acked")
@@ -503,7 +532,9 @@ class Worker:
                 with self.arming(order, armed):
                     if slot.conn is None or slot.conn.closed:
                         self.drop(slot)
+                        slot.phase = "connect"
                         self.connect(slot)
+                    slot.phase = "statement"
                     self.operation(slot, order)
                 if order is not None and order.kind != "kill-target":
                     self.run.chaos[self.family(order)]["finished first"] += 1
@@ -517,6 +548,7 @@ class Worker:
             slot.statement = None
             slot.armed = None
             slot.busy_since = None
+            slot.phase = "idle"
 
     @staticmethod
     def family(order: Order) -> str:
@@ -558,11 +590,13 @@ class Worker:
             self.unexpected(slot, exc, "QueryCanceled without a deadline")
             return
         if isinstance(exc, psycopg2.OperationalError):
+            run.message(exc, slot)
             if armed.deadline and t >= armed.expires:
                 assert order is not None
                 # the deadline's cancel could not be delivered in time (or, as for any
                 # operation, a terminate or restart hit it): both are documented
                 run.chaos[self.family(order)]["OperationalError"] += 1
+                run.sample("deadline: OperationalError", run.context(exc, armed.expires, slot))
                 self.interrupted(slot, statement, self.family(order), t)
             return
         if isinstance(exc, self.green.Timeout):
@@ -591,6 +625,8 @@ class Worker:
     def interrupted(
         self, slot: Slot, statement: tuple[int, str, str] | None, kind: str, t: float
     ) -> None:
+        phase = "statement" if statement is not None else slot.phase
+        self.run.chaos[kind][f"landed in: {phase}"] += 1
         if statement is None:
             return
         self.run.chaos[kind]["hit a statement"] += 1
@@ -615,11 +651,13 @@ class Worker:
         """After a failed operation: keep the connection if it is usable, else drop it."""
         conn = slot.conn
         if conn is None:
+            slot.phase = "back-off"
             self.green.sleep(self.run.rng.uniform(0.02, 0.1))  # connect failed: back off
             return
         if conn.closed:
             self.drop(slot)
             return
+        slot.phase = "rollback"
         try:
             conn.rollback()
             conn.autocommit = True
@@ -834,7 +872,9 @@ class Chaos:
         run = self.run
         count = max(1, round(run.seconds / float(run.config.get("restart_every", 100.0))))
         # spread over the middle of the run, the first at 40%
-        times = [run.started + run.seconds * (0.4 + 0.45 * i / max(1, count - 1)) for i in range(count)]
+        times = [
+            run.started + run.seconds * (0.4 + 0.45 * i / max(1, count - 1)) for i in range(count)
+        ]
         if count == 1:
             times = [run.started + run.seconds * 0.4]
         try:
@@ -846,7 +886,11 @@ class Chaos:
                 start = now()
                 run.event(f"restart {mode}")
                 run.chaos["restart"]["injected"] += 1
-                answer = control(run, f"restart {mode}")
+                run.restarting_since = start
+                try:
+                    answer = control(run, f"restart {mode}")
+                finally:
+                    run.restarting_since = None
                 run.chaos["restart"]["landed"] += 1
                 run.restarts.append(
                     {
@@ -863,6 +907,20 @@ class Chaos:
 # --- the monitor and the heartbeat -----------------------------------------------------------
 
 
+def postpone(check: Check, freezes: list[tuple[float, float]], t: float) -> bool:
+    """Move ``check`` to 1 s after the thaw of a freeze since its interrupt; whether it moved.
+
+    While the proxy is frozen, a cancel request cannot reach the server: it goes out at the
+    thaw (the soak's cancel bound outlasts every freeze).
+    """
+    thawed = [end for start, end in freezes if start <= t and end > check.at]
+    if thawed and max(thawed) + CHECK_AFTER > check.due:
+        check.due = max(thawed) + CHECK_AFTER
+        check.after_thaw = True
+        return True
+    return False
+
+
 def monitor(run: Run, admin: Admin, done: list[bool]) -> None:
     """Check interrupted statements 1 s on; report operations that hang."""
     green = run.green
@@ -870,10 +928,7 @@ def monitor(run: Run, admin: Admin, done: list[bool]) -> None:
         t = now()
         due = [c for c in run.checks if c.due <= t]
         for check in due:
-            # a freeze since the interrupt: the cancel (if any) could only go out at the thaw
-            thawed = [end for start, end in run.freezes if start <= t and end > check.at]
-            if thawed and max(thawed) + CHECK_AFTER > check.due:
-                check.due = max(thawed) + CHECK_AFTER
+            if postpone(check, run.freezes, t):
                 continue
             run.checks.remove(check)
             try:
@@ -884,12 +939,15 @@ def monitor(run: Run, admin: Admin, done: list[bool]) -> None:
                 run.harness("monitor", exc)
                 continue
             run.checked += 1
+            if check.after_thaw:
+                run.checked_after_thaw += 1
             if rows and rows[0][0] == "active" and check.token in (rows[0][1] or ""):
                 run.still_active += 1
                 run.sample(
                     "still active",
                     {
                         "kind": check.kind,
+                        "after a thaw": check.after_thaw,
                         "token": check.token,
                         "checked after": round(now() - check.at, 2),
                         "at": round(check.at - run.started, 2),
@@ -943,7 +1001,7 @@ def verify_rows(run: Run, admin: Admin) -> dict[str, int]:
         "SELECT token, array_agg(n ORDER BY n) FROM soak_rows WHERE run = %s GROUP BY token",
         (run.run_id,),
     )
-    found = {token: ns for token, ns in rows}
+    found = dict(rows)
     out = collections.Counter()
     for token, (n, state) in run.txns.items():
         ns = found.pop(token, None)
@@ -1115,6 +1173,8 @@ def main() -> None:
         "must_be_zero": must,
         "transactions": rows,
         "statements_checked": run.checked,
+        "statements_checked_after_a_thaw": run.checked_after_thaw,
+        "operational_errors": dict(run.messages.most_common(25)),
         "backends": {"waited_s": round(waited, 2), "other_client_backends": others},
         "chaos": {k: dict(v) for k, v in run.chaos.items() if v},
         "exceptions": dict(run.exceptions.most_common()),
@@ -1127,9 +1187,7 @@ def main() -> None:
             "peak": round(run.rss_peak / 2**20, 1),
             "growth": round((rss_end - run.rss_start) / 2**20, 1),
         },
-        "freezes": [
-            [round(a - run.started, 2), round(b - run.started, 2)] for a, b in run.freezes
-        ],
+        "freezes": [[round(a - run.started, 2), round(b - run.started, 2)] for a, b in run.freezes],
         "frozen_s": round(sum(e - s for s, e in run.freezes), 1),
         "restarts": run.restarts,
         "samples": dict(run.samples),

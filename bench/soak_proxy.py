@@ -27,10 +27,10 @@ from pathlib import Path
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-import contextlib  # noqa: E402
-import selectors  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
+import contextlib
+import selectors
+import socket
+import time
 
 _CHUNK = 65536
 

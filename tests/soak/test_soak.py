@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 def _postgres_binaries() -> None:
     spec = importlib.util.spec_from_file_location("soak_server", ROOT / "bench" / "soak_server.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
@@ -76,9 +77,9 @@ def test_must_be_zero(soak: dict[str, dict[str, Any]], scheduler: str) -> None:
     result = soak[scheduler]
     assert "error" not in result, result["stderr"][-8000:]
     nonzero = {k: v for k, v in result["must_be_zero"].items() if v}
-    assert not nonzero, json.dumps(
-        {"non-zero": nonzero, "samples": result["samples"]}, indent=1
-    )[:12000]
+    assert not nonzero, json.dumps({"non-zero": nonzero, "samples": result["samples"]}, indent=1)[
+        :12000
+    ]
     assert result["queries"] > 10_000
     # the checks checked something
     assert result["statements_checked"] > 20
