@@ -364,6 +364,15 @@ def report(results: list[dict[str, Any]], info: dict[str, str], command: str) ->
         [f"{r['rss_mb']['after_warmup']} → {r['rss_mb']['end']}" for r in ok],
     )
     row("RSS growth (MB)", [f"{r['rss_mb']['growth']:+g}" for r in ok])
+    row("RSS at half time (MB)", [_half(r) for r in ok])
+    row(
+        "open fds before → after the run",
+        [f"{r['fds']['before']} → {r['fds']['after']}" for r in ok],
+    )
+    row(
+        "greenlets alive before → after",
+        [f"{r['greenlets']['before']} → {r['greenlets']['after']}" for r in ok],
+    )
     lines.append("")
     exc_types = sorted({k for r in ok for k in r["exceptions"]})
     lines.append("Exceptions the workers caught, by type:")
@@ -373,6 +382,15 @@ def report(results: list[dict[str, Any]], info: dict[str, str], command: str) ->
     for name in exc_types:
         row(f"`{name}`", [_fmt(r["exceptions"].get(name, 0)) for r in ok])
     return "\n".join(lines)
+
+
+def _half(result: dict[str, Any]) -> str:
+    samples = result["rss_mb"].get("samples") or []
+    if not samples:
+        return "-"
+    half = result["seconds"] / 2
+    at, size = min(samples, key=lambda s: abs(s[0] - half))
+    return f"{size:g} (at {at:g} s)"
 
 
 def details(results: list[dict[str, Any]]) -> str:

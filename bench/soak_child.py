@@ -240,6 +240,7 @@ class Run:
         self.gaps: list[tuple[float, float]] = []  # (gap, when)
         self.heartbeat_interval = 0.005
         self.rss_start = 0
+        self.rss_samples: list[tuple[float, float]] = []
         self.rss_peak = 0
 
     # --- bookkeeping helpers ------------------------------------------------------------------
@@ -316,6 +317,19 @@ def rss() -> int:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_fds() -> int:
+    try:
+        return sum(1 for _ in Path("/proc/self/fd").iterdir())
+    except OSError:
+        return -1
+
+
+def live_greenlets() -> int:
+    import greenlet
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead and o)
 
 
 def qualname(exc: BaseException) -> str:
@@ -990,7 +1004,9 @@ def progress(run: Run) -> None:
             file=sys.stderr,
             flush=True,
         )
-        run.rss_peak = max(run.rss_peak, rss())
+        size = rss()
+        run.rss_peak = max(run.rss_peak, size)
+        run.rss_samples.append((round(elapsed, 1), round(size / 2**20, 1)))
 
 
 # --- the end: everything verified ------------------------------------------------------------
@@ -1099,6 +1115,10 @@ def main() -> None:
         importlib.import_module(f"psycogreen.{SCHED}").patch_psycopg()
         core.set_cancel_timeout(CANCEL_BOUND)
 
+    green.sleep(0)  # the hub runs from here on: counted before and after alike
+    gc.collect()
+    fds_before = open_fds()
+    greenlets_before = live_greenlets()
     run = Run(config, green)
     worker = Worker(run, core)
     chaos = Chaos(run, legacy)
@@ -1145,8 +1165,11 @@ def main() -> None:
     rows = verify_rows(run, admin)
     admin.close()
     green.join(beat, 1)
+    green.sleep(CANCEL_BOUND + 0.5)  # cancel requests still under way finish or give up
     gc.collect()
     rss_end = rss()
+    fds_after = open_fds()
+    greenlets_after = live_greenlets()
     run.rss_peak = max(run.rss_peak, rss_end)
 
     must = {
@@ -1186,7 +1209,10 @@ def main() -> None:
             "end": round(rss_end / 2**20, 1),
             "peak": round(run.rss_peak / 2**20, 1),
             "growth": round((rss_end - run.rss_start) / 2**20, 1),
+            "samples": run.rss_samples,
         },
+        "fds": {"before": fds_before, "after": fds_after},
+        "greenlets": {"before": greenlets_before, "after": greenlets_after},
         "freezes": [[round(a - run.started, 2), round(b - run.started, 2)] for a, b in run.freezes],
         "frozen_s": round(sum(e - s for s, e in run.freezes), 1),
         "restarts": run.restarts,
