@@ -355,9 +355,14 @@ def report(results: list[dict[str, Any]], info: dict[str, str], command: str) ->
     row("same: two interrupts", [latency(r, "double") for r in ok])
     row("same: any, while the proxy was frozen", [latency(r, "while frozen") for r in ok])
     row(
+        "same: frozen, one interrupt (Timeout, kill) in a statement",
+        [latency(r, "frozen, one interrupt, in a statement") for r in ok],
+    )
+    row(
         "hub worst gap (ms), heartbeat every 5 ms",
         [f"{r['hub'].get('worst_ms', '-')}" for r in ok],
     )
+    row("hub gap, 99.9th percentile (ms)", [f"{r['hub'].get('p999_ms', '-')}" for r in ok])
     row("gaps over 50 ms", [f"{r['hub'].get('over_50ms', '-')}" for r in ok])
     row(
         "RSS after warm-up → end (MB)",

@@ -261,6 +261,10 @@ class Run:
         self.latency[kind].append(seconds)
         if frozen:
             self.latency["while frozen"].append(seconds)
+            if kind in ("timeout", "kill") and slot.statement is not None:
+                # one interrupt, in a statement whose cancel request cannot get through:
+                # psycogreen waits INTERRUPT_GRACE (50 ms) for it, then lets the interrupt go
+                self.latency["frozen, one interrupt, in a statement"].append(seconds)
         slowest = self.samples["slowest interrupts"]
         slowest.append(
             {
