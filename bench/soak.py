@@ -230,6 +230,7 @@ MUST = (
     "client backends left after 5 s",
     "interrupted statements active after 1 s",
     "unexpected exceptions",
+    "kills that did not end the worker",
     "hung operations",
     "harness errors",
 )

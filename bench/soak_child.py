@@ -236,6 +236,7 @@ class Run:
         self.freezes: list[tuple[float, float]] = []
         self.restarts: list[dict[str, Any]] = []
         self.restarting_since: float | None = None
+        self.kills: dict[tuple[int, int], dict[str, Any]] = {}
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=200_000)
         self.gaps: list[tuple[float, float]] = []  # (gap, when)
         self.heartbeat_interval = 0.005
@@ -602,6 +603,8 @@ class Worker:
             run.chaos[family]["QueryCanceled"] += 1
             if slot.conn is not None and not slot.conn.closed:
                 run.chaos[family]["connection kept"] += 1
+            else:
+                self.unexpected(slot, exc, "QueryCanceled, and the connection was closed")
             self.interrupted(slot, statement, family, t)
             return
         if isinstance(exc, psycopg2.errors.QueryCanceled):
@@ -662,6 +665,9 @@ class Worker:
             self.unexpected(slot, self.green.Exit(), "GreenletExit that no kill sent")
             return
         run.chaos["kill"]["landed"] += 1
+        sent = run.kills.get((slot.index, slot.gen))
+        if sent is not None:
+            sent["landed"] = True
         run.delay("kill", t - slot.kill_sent, slot.kill_sent, slot)
         self.interrupted(slot, slot.statement, "kill", t)
 
@@ -692,16 +698,23 @@ class Worker:
     # --- the worker and its slot ------------------------------------------------------------
 
     def work(self, slot: Slot) -> None:
+        ended = "stopped"
         try:
             while not self.run.stopping:
                 order = slot.orders.popleft() if slot.orders else None
                 self.one(slot, order)
         except self.green.Exit:
+            ended = "killed"
             self.killed(slot)  # a kill outside an operation's try (rollback, back-off)
         except BaseException as exc:
+            ended = f"escaped: {qualname(exc)}"
             self.unexpected(slot, exc, "escaped the worker")
         finally:
             self.drop(slot)
+            sent = self.run.kills.get((slot.index, slot.gen))
+            if sent is not None:
+                sent["worker ended"] = ended
+                sent["ended at"] = round(now() - self.run.started, 3)
 
     def supervise(self, slot: Slot) -> None:
         while not self.run.stopping:
@@ -760,8 +773,20 @@ class Chaos:
         if slot.kill_sent is not None or slot.task is None or slot.busy_since is None:
             return
         slot.kill_sent = now()
-        self.run.chaos["kill"]["injected"] += 1
-        self.run.event("kill")
+        run = self.run
+        run.chaos["kill"]["injected"] += 1
+        run.event("kill")
+        armed = slot.armed
+        run.kills[(slot.index, slot.gen)] = {
+            "slot": slot.index,
+            "gen": slot.gen,
+            "at": round(slot.kill_sent - run.started, 3),
+            "phase": slot.phase,
+            "statement": None if slot.statement is None else slot.statement[2],
+            "armed": None if armed is None or armed.order is None else armed.order.kind,
+            "frozen": run.frozen_at(slot.kill_sent),
+            "restart in progress": run.restarting_since is not None,
+        }
         self.green.kill(slot.task)
 
     def kill(self) -> None:
@@ -1176,6 +1201,9 @@ def main() -> None:
     greenlets_after = live_greenlets()
     run.rss_peak = max(run.rss_peak, rss_end)
 
+    lost = [k for k in run.kills.values() if not k.get("landed")]
+    for kill in lost[:20]:
+        run.sample("kill that did not land", kill)
     must = {
         "mixed results": run.counts["mixed"],
         "acknowledged commits missing": rows.get("acked missing", 0),
@@ -1184,6 +1212,7 @@ def main() -> None:
         "client backends left after 5 s": left,
         "interrupted statements active after 1 s": run.still_active,
         "unexpected exceptions": sum(run.unexpected.values()),
+        "kills that did not end the worker": len(lost),
         "hung operations": run.hung,
         "harness errors": run.harness_errors,
     }
