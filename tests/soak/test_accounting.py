@@ -98,13 +98,28 @@ def test_a_timeout_the_operation_did_not_arm_is_unexpected(run: Any, worker: Any
     assert sum(run.unexpected.values()) == 2
 
 
+class Connection:
+    def __init__(self, closed: int) -> None:
+        self.closed = closed
+
+
 def test_query_canceled_only_under_a_deadline(run: Any, worker: Any) -> None:
     slot = statement_slot(run)
+    slot.conn = Connection(closed=0)
     deadline = soak.Armed(soak.Order("deadline", 0.1, "long"), deadline=True)
     worker.failed(slot, psycopg2.errors.QueryCanceled("canceling statement"), deadline)
     assert not run.unexpected
     assert run.chaos["deadline"]["QueryCanceled"] == 1
+    assert run.chaos["deadline"]["connection kept"] == 1
     worker.failed(slot, psycopg2.errors.QueryCanceled("canceling statement"), soak.Armed())
+    assert run.unexpected == {"psycopg2.errors.QueryCanceled": 1}
+
+
+def test_a_deadline_must_keep_the_connection(run: Any, worker: Any) -> None:
+    slot = statement_slot(run)
+    slot.conn = Connection(closed=2)
+    deadline = soak.Armed(soak.Order("deadline", 0.1, "long"), deadline=True)
+    worker.failed(slot, psycopg2.errors.QueryCanceled("canceling statement"), deadline)
     assert run.unexpected == {"psycopg2.errors.QueryCanceled": 1}
 
 
@@ -131,34 +146,55 @@ def test_a_kill_nobody_sent_is_unexpected(run: Any, worker: Any) -> None:
     assert sum(run.unexpected.values()) == 1
 
 
-class Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
+def test_a_kill_the_worker_survived_is_counted(run: Any, worker: Any) -> None:
+    chaos = soak.Chaos(run, legacy=False)
+    delivered, lost = run.slots
+    for slot in (delivered, lost):
+        slot.task = object()
+        slot.busy_since = soak.now()
+    killed: list[Any] = []
+    run.green.kill = killed.append
+    chaos.send_kill(delivered)
+    chaos.send_kill(lost)
+    assert killed == [delivered.task, lost.task]
+    worker.killed(delivered)  # the other one caught something else and went on
+    assert [k["slot"] for k in run.kills.values() if not k.get("landed")] == [lost.index]
+
+
+class Table:
+    """The soak_rows table as the verification queries see it."""
+
+    def __init__(self, rows: list[tuple[str, list[int]]]) -> None:
+        self.rows = dict(rows)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         assert "soak_rows" in sql
-        assert params == ("t1",)
-        return self.rows
+        assert params[0] == "t1"
+        if "count(*)" in sql:
+            return [(sum(len(ns) for ns in self.rows.values()),)]
+        return [(token, ns) for token, ns in self.rows.items() if token in params[1]]
 
 
 def test_rows_of_every_outcome(run: Any) -> None:
     run.txns = {
-        "acked-ok": (2, "acked"),
-        "acked-lost": (2, "acked"),
-        "acked-torn": (3, "acked"),
-        "failed-clean": (1, "open"),
-        "failed-committed": (2, "open"),
-        "doubt-yes": (1, "committing"),
-        "doubt-no": (1, "committing"),
+        "acked-ok": [2, "acked", 1.0],
+        "acked-lost": [2, "acked", 1.0],
+        "acked-torn": [3, "acked", 1.0],
+        "failed-clean": [1, "open", 1.0],
+        "failed-committed": [2, "open", 1.0],
+        "doubt-yes": [1, "committing", 1.0],
+        "doubt-no": [1, "committing", None],
     }
-    found = [
-        ("acked-ok", [1, 2]),
-        ("acked-torn", [1, 3]),
-        ("failed-committed", [1, 2]),
-        ("doubt-yes", [1]),
-        ("nobody-wrote-this", [1]),
-    ]
-    out = soak.verify_rows(run, Rows(found))
+    table = Table(
+        [
+            ("acked-ok", [1, 2]),
+            ("acked-torn", [1, 3]),
+            ("failed-committed", [1, 2]),
+            ("doubt-yes", [1]),
+            ("nobody-wrote-this", [1]),
+        ]
+    )
+    out = soak.verify_rows(run, table)
     assert out["acked"] == 3
     assert out["acked missing"] == 2  # lost, and torn
     assert out["torn"] == 1
@@ -166,7 +202,28 @@ def test_rows_of_every_outcome(run: Any) -> None:
     assert out["failed rows"] == 2
     assert out["in doubt"] == 2
     assert out["in doubt, committed"] == 1
-    assert out["phantom"] == 1
+    assert out["phantom rows"] == 1
+    assert out["rows lost after their check"] == 0
+    assert not run.txns  # settled, and forgotten
+
+
+def test_settled_as_the_run_goes_then_counted_again_at_the_end(run: Any) -> None:
+    now = soak.now()
+    run.txns = {
+        "old": [2, "acked", now - 20],
+        "recent": [1, "acked", now],
+        "running": [1, "open", None],
+    }
+    table = Table([("old", [1, 2]), ("recent", [1])])
+    soak.settle(run, table, 10.0)
+    assert set(run.txns) == {"recent", "running"}
+    assert run.txn_counts["acked"] == 1
+    # a restart loses the checked rows (or a late commit adds some): the totals disagree
+    table.rows["old"] = [1]
+    table.rows["late"] = [1, 2, 3]
+    out = soak.verify_rows(run, table)
+    assert out["acked"] == 2
+    assert out["phantom rows"] == 2  # 5 rows in the table, 3 checked
 
 
 def test_a_freeze_moves_the_check_after_the_thaw() -> None:
