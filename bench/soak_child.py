@@ -251,7 +251,7 @@ class Run:
         self.rss_samples: list[tuple[float, float]] = []
         self.rss_peak = 0
 
-    # --- bookkeeping helpers ------------------------------------------------------------------
+    # --- bookkeeping --------------------------------------------------------------------------
 
     def sample(self, key: str, item: Any, limit: int = 20) -> None:
         if len(self.samples[key]) < limit:
