@@ -122,3 +122,11 @@ def test_the_1x_install_path_is_told_and_then_guarded(scheduler: str, run_green:
     assert out["busy_refused"] is True, out
     assert len(out["warnings"]) == 1, out  # once
     assert f"psycogreen.{scheduler}.patch_psycopg()" in out["warnings"][0], out
+
+
+def test_a_kill_is_not_replaced_by_a_later_timeout(scheduler: str, run_green: RunGreen) -> None:
+    """The kill's cancel is still under way when the greenlet's own Timeout expires: the kill,
+    not the Timeout (which the greenlet would catch and retry), reaches the greenlet."""
+    out = run_green(scheduler, scenarios_reliability.kill_during_own_timeout)
+    assert out["dead"] is True, out
+    assert out["attempts"] == ["GreenletExit"], out

@@ -452,3 +452,39 @@ __all__ = [
     "nested",
     "sqlalchemy_collected",
 ]
+
+
+def kill_during_own_timeout(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """A kill lands while the greenlet's own Timeout is about to expire, the network frozen.
+
+    The kill's cancel request cannot be sent at once, so its grace is under way when the
+    Timeout expires; the greenlet catches its Timeouts and retries, as retrying code does.
+    The kill must still end it.
+    """
+    _patch(sched)
+    out: dict[str, Any] = {"attempts": []}
+    with Proxy(*_server(dsn)) as proxy:
+        conn = psycopg2.connect(_dsn(dsn, proxy.port))
+        conn.cursor().execute("SELECT 1")
+        proxy.freeze()
+
+        def retrying() -> None:
+            while len(out["attempts"]) < 20:
+                try:
+                    with sched.timeout(0.3):
+                        conn.cursor().execute("SELECT pg_sleep(5)")
+                except sched.Timeout as exc:
+                    out["attempts"].append(f"Timeout, context {type(exc.__context__).__name__}")
+                except BaseException as exc:
+                    out["attempts"].append(type(exc).__name__)
+                    raise
+
+        task = sched.spawn(retrying)
+        sched.sleep(0.28)
+        start = time.perf_counter()
+        sched.kill(task)
+        out["kill_returned_after"] = time.perf_counter() - start
+        sched.sleep(0.2)
+        out["dead"] = bool(task.dead)
+        proxy.thaw()
+    return out
