@@ -22,6 +22,16 @@ from tests.support.postgres import ThrowawayPostgres
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests marked ``once`` where ``PSYCOGREEN_TEST_ONCE=0`` (hatch.toml's matrix)."""
+    if os.environ.get("PSYCOGREEN_TEST_ONCE", "1") != "0":
+        return
+    once = [item for item in items if item.get_closest_marker("once")]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if not item.get_closest_marker("once")]
+
+
 @pytest.fixture(scope="session")
 def dsn() -> Iterator[str]:
     """The DSN of a real PostgreSQL server."""

@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import RunGreen
 from tests.support import scenarios_conformance
 
-pytestmark = pytest.mark.postgres
+# Slow, and independent of the Python version: one Python's environments run it.
+pytestmark = [pytest.mark.postgres, pytest.mark.once]
 
 
 @pytest.fixture

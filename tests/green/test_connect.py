@@ -24,7 +24,8 @@ from tests.support import scenarios_connect
 from tests.support.env import missing
 from tests.support.postgres import ThrowawayPostgres
 
-pytestmark = pytest.mark.postgres
+# Slow, and independent of the Python version: one Python's environments run it.
+pytestmark = [pytest.mark.postgres, pytest.mark.once]
 
 TIMEOUT = scenarios_connect.TIMEOUT
 SLACK = scenarios_connect.SLACK

@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import RunGreen
 from tests.support import scenarios_copy
 
-pytestmark = pytest.mark.postgres
+# Slow, and independent of the Python version: one Python's environments run it.
+pytestmark = [pytest.mark.postgres, pytest.mark.once]
 
 FORMATS = {"text": "", "csv": "(FORMAT csv)", "binary": "(FORMAT binary)"}
 

@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import RunGreen
 from tests.support import scenarios_lobject
 
-pytestmark = pytest.mark.postgres
+# Slow, and independent of the Python version: one Python's environments run it.
+pytestmark = [pytest.mark.postgres, pytest.mark.once]
 
 
 def test_api_is_psycopg2s(scheduler: str, run_green: RunGreen) -> None:

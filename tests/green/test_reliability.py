@@ -12,7 +12,8 @@ from tests.conftest import RunGreen
 from tests.support import scenarios_reliability
 from tests.support.env import require
 
-pytestmark = pytest.mark.postgres
+# Slow, and independent of the Python version: one Python's environments run it.
+pytestmark = [pytest.mark.postgres, pytest.mark.once]
 
 # How long the hub itself may block for a rollback against a local server: a round trip
 # (milliseconds), measured around the rollback; and the heartbeat goes on (not frozen for good).
