@@ -31,7 +31,7 @@ from psycogreen.core.pool._backoff import Backoff, jitter
 from psycogreen.core.pool._errors import PoolClosed, PoolError
 from psycogreen.core.pool._state import IDLE, OUT, Entry, Stats, Waiter
 
-__all__ = ["BasePool", "ConnectFailedCB"]
+__all__ = ["BasePool", "ConnectFailedCB", "run_callback"]
 
 logger = logging.getLogger("psycogreen.pool")
 
@@ -47,6 +47,19 @@ def _me() -> object:
     """The running task: its greenlet, else its thread."""
     task = current_task()
     return task if task is not None else threading.get_ident()
+
+
+def run_callback(name: str, callback: _conn.ConnectionCB, conn: Any) -> None:  # noqa: ANN401
+    """Run the ``configure`` or ``reset`` callback, which must leave ``conn`` idle."""
+    callback(conn)
+    status = conn.get_transaction_status()
+    if status != _conn.IDLE:
+        message = (
+            f"the {name} callback {callback!r} left the connection in a transaction (status "
+            f"{status}): it must commit or roll back before it returns; the connection is "
+            "discarded"
+        )
+        raise PoolError(message)
 
 
 def _maintain(ref: weakref.ref[BasePool], stop: Event, interval: float) -> None:
@@ -244,6 +257,13 @@ class BasePool:
             self._full.set()
         return None
 
+    def _give_new_locked(self, entry: Entry) -> Any:  # noqa: ANN401 (psycopg2's connection)
+        """:meth:`_give_locked` for a new connection, which a closed pool closes."""
+        if self._closed:
+            entry.state = _GONE
+            return entry.conn
+        return self._give_locked(entry, monotonic())
+
     def _give(self, entry: Entry) -> None:
         with self._lock:
             if self._closed:
@@ -313,7 +333,9 @@ class BasePool:
                 with self._lock:
                     self._opening -= count - started
 
-    def _spawn(self, spawn: Callable[[Callable[[], object]], Task], func: Callable[[int], None]) -> None:
+    def _spawn(
+        self, spawn: Callable[[Callable[[], object]], Task], func: Callable[[int], None]
+    ) -> None:
         with self._lock:
             self._serial += 1
             serial = self._serial
@@ -351,14 +373,7 @@ class BasePool:
         stats.connections_ms += now - start
         try:
             if self._configure is not None:
-                self._configure(conn)
-                status = conn.get_transaction_status()
-                if status != _conn.IDLE:
-                    message = (
-                        f"the configure callback {self._configure!r} left the connection in a "
-                        f"transaction (status {status}): commit or roll back before returning"
-                    )
-                    raise PoolError(message)
+                run_callback("configure", self._configure, conn)
         except BaseException:
             _conn.close_quietly(conn)
             raise
@@ -370,40 +385,24 @@ class BasePool:
         self._task_started(serial)
         held = True
         attempt: Backoff | None = None
-        stop = self._stop
-        assert stop is not None
         try:
             while not self._closed:
                 try:
                     entry = self._open_entry()
                 except Exception as exc:  # noqa: BLE001 (any failure: retry, as psycopg_pool does)
-                    now = monotonic()
-                    logger.warning("pool %r: connecting failed: %s", self.name, exc)
-                    if attempt is None:
-                        attempt = Backoff(self.reconnect_timeout, now)
-                    elif attempt.expired(now):
-                        self._give_up()
-                        attempt = Backoff(self.reconnect_timeout, now)
-                    if stop.wait(attempt.next_delay(now)):
+                    attempt = self._backoff(attempt, exc)
+                    if attempt is None:  # closed, or no longer wanted: the slot is released
+                        held = False
                         return
-                    with self._lock:
-                        if not self._demand_locked(held=1):
-                            self._opening -= 1
-                            held = False
-                            return
                     continue
                 attempt = None
                 with self._lock:
                     self._opening -= 1
                     held = False
-                    if self._closed:
-                        entry.state = _GONE
-                        close = entry.conn
-                    else:
-                        close = self._give_locked(entry, monotonic())
-                        if self._demand_locked():
-                            self._opening += 1
-                            held = True
+                    close = self._give_new_locked(entry)
+                    if not self._closed and self._demand_locked():
+                        self._opening += 1
+                        held = True
                 if close is not None:
                     _conn.close_quietly(close)
                 if not held:
@@ -413,6 +412,23 @@ class BasePool:
                 with self._lock:
                     self._opening -= 1
             self._task_ended(serial)
+
+    def _backoff(self, attempt: Backoff | None, exc: Exception) -> Backoff | None:
+        """Wait before the next attempt; ``None`` (the slot released) if there is to be none."""
+        now = monotonic()
+        logger.warning("pool %r: connecting failed: %s", self.name, exc)
+        if attempt is None:
+            attempt = Backoff(self.reconnect_timeout, now)
+        elif attempt.expired(now):
+            self._give_up()
+            attempt = Backoff(self.reconnect_timeout, now)
+        assert self._stop is not None
+        stopped = self._stop.wait(attempt.next_delay(now))
+        with self._lock:
+            if stopped or self._closed or not self._demand_locked(held=1):
+                self._opening -= 1
+                return None
+        return attempt
 
     def _connect_inline(self) -> None:
         """One connect, in the calling task, for a slot already reserved (no tasks to spawn)."""
@@ -429,10 +445,7 @@ class BasePool:
             raise
         with self._lock:
             self._opening -= 1
-            if self._closed:
-                close = entry.conn
-            else:
-                close = self._give_locked(entry, monotonic())
+            close = self._give_new_locked(entry)
         if close is not None:
             _conn.close_quietly(close)
 
@@ -465,10 +478,8 @@ class BasePool:
             extra = self._size_locked() - self._min_size
             keep: list[Entry] = []
             for entry in self._idle:  # the least recently used first
-                if entry.expires <= now or entry.generation != self._generation:
-                    drop.append(entry)
-                    extra -= 1
-                elif extra > 0 and now - entry.since >= self.max_idle:
+                expired = entry.expires <= now or entry.generation != self._generation
+                if expired or (extra > 0 and now - entry.since >= self.max_idle):
                     drop.append(entry)
                     extra -= 1
                 else:
@@ -522,6 +533,10 @@ class BasePool:
         if wait:
             self.wait(timeout)
 
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until the pool is ready (each kind of pool says what that is)."""
+        raise NotImplementedError
+
     def _start_initial_locked(self) -> int:
         if self._backend is not None and self._backend.spawn is None:
             return 0  # no task to fill it: the first requests do
@@ -569,14 +584,14 @@ class BasePool:
         for entry in idle:
             _conn.close_quietly(entry.conn)
         if inside:
-            return  # called by a task of this pool (reconnect_failed): the others stop by themselves
+            return  # called by a task of this pool (reconnect_failed): the others end by themselves
         deadline = monotonic() + timeout
         for task in tasks.values():
             task.join(max(0.0, deadline - monotonic()))
         with lock:
             remaining = [task for serial, task in tasks.items() if serial in self._tasks]
         for task in remaining:
-            logger.warning("pool %r: a task did not end within %s s; killing it", self.name, timeout)
+            logger.warning("pool %r: a task still runs after %s s; killing it", self.name, timeout)
             task.kill()
 
     def __enter__(self) -> BasePool:  # noqa: PYI034 (3.10 has no typing.Self; subclasses override)

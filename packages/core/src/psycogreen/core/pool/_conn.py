@@ -118,9 +118,9 @@ def returning_class(factory: Any) -> Any:  # noqa: ANN401 (a psycopg2 connection
     one closes.
     """
     base = psycopg2.extensions.connection if factory is None else factory
-    cls = _returning.get(base)
-    if cls is not None:
-        return cls
+    cached = _returning.get(base)
+    if cached is not None:
+        return cached
 
     def close(self: Any) -> None:  # noqa: ANN401
         pool = self.__dict__.get(POOL_ATTRIBUTE)
@@ -130,6 +130,6 @@ def returning_class(factory: Any) -> Any:  # noqa: ANN401 (a psycopg2 connection
             # super(): the guard, mixed in below this class once psycopg2 is patched, runs too.
             super(cls, self).close()
 
-    cls = type(base.__name__, (base,), {"close": close, "__module__": base.__module__})
+    cls: Any = type(base.__name__, (base,), {"close": close, "__module__": base.__module__})
     _returning[base] = cls
     return cls

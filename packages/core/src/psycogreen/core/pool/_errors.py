@@ -19,21 +19,21 @@ class PoolError(psycopg2.OperationalError):
     """
 
 
-class PoolTimeout(PoolError):
+class PoolTimeout(PoolError):  # noqa: N818 (psycopg_pool's name)
     """No connection became free, and none could be opened, within the request's timeout.
 
     .. versionadded:: 1.1
     """
 
 
-class TooManyRequests(PoolError):
+class TooManyRequests(PoolError):  # noqa: N818 (psycopg_pool's name)
     """The queue of waiting requests already holds ``max_waiting`` requests.
 
     .. versionadded:: 1.1
     """
 
 
-class PoolClosed(PoolError):
+class PoolClosed(PoolError):  # noqa: N818 (psycopg_pool's name)
     """The pool is not open yet, or it has been closed.
 
     .. versionadded:: 1.1

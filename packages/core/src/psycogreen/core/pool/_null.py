@@ -22,7 +22,7 @@ __all__ = ["NullConnectionPool"]
 
 
 class NullConnectionPool(ConnectionPool):
-    """A pool that keeps no idle connection: ``min_size`` is 0; ``max_size`` 0 or ``None``: no limit.
+    """A pool that keeps no idle connection: ``min_size`` 0; ``max_size`` 0 or ``None``: no limit.
 
     It takes :class:`ConnectionPool`'s parameters; connections are opened by the requests
     themselves, so there is no background task.

@@ -15,8 +15,9 @@ from time import monotonic
 from types import TracebackType
 from typing import Any
 
+from psycogreen.core._inflight import inflight
 from psycogreen.core.pool import _conn
-from psycogreen.core.pool._base import BasePool, ConnectFailedCB
+from psycogreen.core.pool._base import BasePool, ConnectFailedCB, run_callback
 from psycogreen.core.pool._errors import PoolError, PoolMisuseError, PoolTimeout, TooManyRequests
 from psycogreen.core.pool._state import OUT, RETURNING, Entry, Waiter
 
@@ -176,32 +177,38 @@ class ConnectionPool(BasePool):
             with lock:
                 if self._closed:
                     raise self._closed_error()
-                idle = self._idle
-                if idle:
-                    entry = idle.pop()
-                    entry.state = OUT
-                    conn = entry.conn
-                    self._out[id(conn)] = entry
-                else:
-                    entry = None
+                entry = self._take_idle_locked()
             now = monotonic()
             if entry is None:
                 if not deadline:
                     deadline = now + timeout
                 entry = self._wait_for_entry(deadline - now, timeout)
-                conn = entry.conn
                 now = monotonic()
             elif now >= self._next_sweep:
                 self._sweep(now)
-            if entry.expires <= now or entry.generation != self._generation:
-                self._discard(entry)  # past its lifetime, or drained: replaced
-                continue
-            entry.since = now
-            if self._check is not None and not self._checked(entry):
-                continue
-            if self.close_returns:
-                setattr(conn, _conn.POOL_ATTRIBUTE, self)
-            return conn
+            if self._ready(entry, now):
+                return entry.conn
+
+    def _take_idle_locked(self) -> Entry | None:
+        idle = self._idle
+        if not idle:
+            return None
+        entry = idle.pop()
+        entry.state = OUT
+        self._out[id(entry.conn)] = entry
+        return entry
+
+    def _ready(self, entry: Entry, now: float) -> bool:
+        """Whether a connection just taken can be handed out (else it was discarded)."""
+        if entry.expires <= now or entry.generation != self._generation:
+            self._discard(entry)  # past its lifetime, or drained: replaced
+            return False
+        entry.since = now
+        if self._check is not None and not self._checked(entry):
+            return False
+        if self.close_returns:
+            setattr(entry.conn, _conn.POOL_ATTRIBUTE, self)
+        return True
 
     def _wait_for_entry(self, remaining: float, timeout: float) -> Entry:
         """Queue this request and wait for a connection, at most ``remaining`` seconds."""
@@ -211,10 +218,8 @@ class ConnectionPool(BasePool):
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            if self._idle:  # one came back meanwhile (a discard loop)
-                entry = self._idle.pop()
-                entry.state = OUT
-                self._out[id(entry.conn)] = entry
+            entry = self._take_idle_locked()  # one came back meanwhile (a discard loop)
+            if entry is not None:
                 return entry
             if self.max_waiting and len(self._waiting) >= self.max_waiting:
                 stats.requests_errors += 1
@@ -309,7 +314,7 @@ class ConnectionPool(BasePool):
             setattr(conn, _conn.POOL_ATTRIBUTE, None)
         now = monotonic()
         self._stats.usage_ms += now - entry.since
-        if _conn.inflight and _conn.busy_elsewhere(conn) is not None:
+        if inflight and _conn.busy_elsewhere(conn) is not None:
             with lock:
                 entry.state = OUT
             message = (
@@ -361,10 +366,7 @@ class ConnectionPool(BasePool):
             if conn.get_transaction_status() != _conn.IDLE:
                 conn.rollback()
             if self._reset is not None:
-                self._reset(conn)
-                if conn.get_transaction_status() != _conn.IDLE:
-                    message = f"the reset callback {self._reset!r} left the connection in a transaction"
-                    raise PoolError(message)  # noqa: TRY301 (handled with every other failure)
+                run_callback("reset", self._reset, conn)
         except Exception as exc:  # noqa: BLE001 (any failure: the connection is not reused)
             _conn.logger.warning("pool %r: discarding a returned connection: %s", self.name, exc)
             self._stats.returns_bad += 1
@@ -452,7 +454,9 @@ class ConnectionPool(BasePool):
                 try:
                     self.check_connection(entry.conn)
                 except Exception as exc:  # noqa: BLE001 (any failure: replaced)
-                    _conn.logger.warning("pool %r: discarding a broken connection: %s", self.name, exc)
+                    _conn.logger.warning(
+                        "pool %r: discarding a broken connection: %s", self.name, exc
+                    )
                     self._stats.connections_lost += 1
                     self._discard(entry)
                     continue
