@@ -41,6 +41,8 @@ ConnectFailedCB = Callable[[Any], None]
 _GONE = -1  # Entry.state of a connection the pool no longer manages
 _INF = float("inf")
 _open_lock = threading.Lock()  # open() of two threads at once: the lock is made there
+#: Every pool, for the errors that name the pool a connection comes from.
+pools: weakref.WeakSet[BasePool] = weakref.WeakSet()
 
 
 def _me() -> object:
@@ -157,6 +159,11 @@ class BasePool:
         self._ended: set[int] = set()  # tasks that ended before they were registered
         self._serial = 0
         self._next_sweep = _INF  # where tasks cannot be spawned, the requests sweep
+        pools.add(self)
+
+    def _holds(self, conn: object) -> bool:
+        entry = self._out.get(id(conn))
+        return entry is not None and entry.conn is conn
 
     # -- sizes and names -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from psycogreen.core._inflight import inflight
 from psycogreen.core.pool import _conn
-from psycogreen.core.pool._base import BasePool, ConnectFailedCB, run_callback
+from psycogreen.core.pool._base import BasePool, ConnectFailedCB, pools, run_callback
 from psycogreen.core.pool._errors import PoolError, PoolMisuseError, PoolTimeout, TooManyRequests
 from psycogreen.core.pool._state import OUT, RETURNING, Entry, Waiter
 
@@ -384,11 +384,15 @@ class ConnectionPool(BasePool):
                     f"this connection is already back in the pool {self.name!r}: a "
                     "connection is returned once per checkout"
                 )
-        owner = getattr(conn, _conn.POOL_ATTRIBUTE, None)
-        where = f"it comes from the pool {owner.name!r}" if owner is not None else "it is not"
+        owner = next((pool for pool in pools if pool._holds(conn)), None)  # noqa: SLF001
+        where = (
+            f"it is checked out of the pool {owner.name!r}"
+            if owner is not None
+            else "nor of any other pool"
+        )
         return PoolMisuseError(
-            f"this connection is not checked out of the pool {self.name!r} ({where} checked "
-            "out of it): return a connection to the pool it came from, once"
+            f"this connection is not checked out of the pool {self.name!r} ({where}): return "
+            "a connection to the pool it came from, once"
         )
 
     # -- maintenance -----------------------------------------------------------------------
