@@ -1,0 +1,327 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The pool against psycopg_pool (psycopg 3), SQLAlchemy's QueuePool and django-db-geventpool.
+
+    python bench/pool.py [--dsn DSN] [--seconds S] [--checkouts N]
+
+Without ``--dsn`` a throwaway PostgreSQL is started. Every variant runs under gevent in a
+process of its own, one after the other, in one run:
+
+1. checkout + return: client CPU per ``with pool.connection(): pass`` (no query), ten
+   connections, all idle;
+2. ``SELECT 1`` throughput through a pool of ten at 32 and 200 greenlets (autocommit, so one
+   round trip per query), and through ten dedicated connections, one greenlet each;
+3. the kill experiment: 300 greenlets doing checkouts over ``max_size=10`` while 100 of them
+   are killed at random; then the pool's size and idle count, whether a checkout still works,
+   and the backends left on the server after ``close()``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    del sys.path[0]  # bench/ holds a copy.py, named like a standard library module
+
+CHILD = __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--child"
+if CHILD:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse  # noqa: E402 (after monkey-patching, on purpose)
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+POOLS = ("psycogreen", "psycopg_pool", "queuepool", "geventpool")
+
+
+def _app(variant: str) -> str:
+    return f"bench-pool-{variant}-{os.getpid()}"
+
+
+def make_pool(variant: str, dsn: str, app: str, *, autocommit: bool = False) -> Any:
+    """A pool of 10 and its checkout context: ``(pool, checkout, query, close, stats)``."""
+    if variant == "psycogreen":
+        import psycogreen.gevent
+        from psycogreen.core.pool import ConnectionPool
+
+        psycogreen.gevent.patch_psycopg()
+
+        def configure(conn: Any) -> None:
+            conn.autocommit = autocommit
+
+        pool = ConnectionPool(
+            dsn, min_size=10, max_size=10, kwargs={"application_name": app}, configure=configure
+        )
+        pool.wait()
+
+        def query(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+
+        return pool, pool.connection, query, pool.close, pool.get_stats
+    if variant == "psycopg_pool":
+        import psycopg_pool
+
+        pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=10,
+            max_size=10,
+            kwargs={"application_name": app, "autocommit": autocommit},
+            open=True,
+        )
+        pool.wait()
+
+        def query(conn: Any) -> None:
+            conn.execute("SELECT 1").fetchone()
+
+        return pool, pool.connection, query, pool.close, pool.get_stats
+    import psycogreen.gevent
+    import psycopg2
+
+    psycogreen.gevent.patch_psycopg()
+
+    def connect() -> Any:
+        conn = psycopg2.connect(dsn, application_name=app)
+        conn.autocommit = autocommit
+        return conn
+
+    if variant == "queuepool":
+        from sqlalchemy.pool import QueuePool
+
+        pool = QueuePool(connect, pool_size=10, max_overflow=0, timeout=30)
+        warm = [pool.connect() for _ in range(10)]
+        for conn in warm:
+            conn.close()
+
+        class Checkout:
+            def __enter__(self) -> Any:
+                self.conn = pool.connect()
+                return self.conn
+
+            def __exit__(self, *exc: object) -> None:
+                self.conn.close()
+
+        return pool, Checkout, None, pool.dispose, lambda: {}
+    if variant == "geventpool":
+        from django_db_geventpool.backends.pool import DatabaseConnectionPool
+
+        class GeventPool(DatabaseConnectionPool):  # the shape of its psycopg2 backend's pool
+            DBERROR = psycopg2.DatabaseError
+
+            def create_connection(self) -> Any:
+                return connect()
+
+            def check_usable(self, connection: Any) -> None:
+                connection.cursor().execute("SELECT 1")
+
+        pool = GeventPool(maxsize=10, reuse=10)
+        warm = [pool.get() for _ in range(10)]
+        for conn in warm:
+            pool.put(conn)
+
+        class GeventCheckout:
+            def __enter__(self) -> Any:
+                self.conn = pool.get()
+                return self.conn
+
+            def __exit__(self, *exc: object) -> None:
+                pool.put(self.conn)
+
+        return pool, GeventCheckout, None, pool.close, lambda: {}
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def checkout_cost(variant: str, dsn: str, n: int) -> dict[str, Any]:
+    _pool, checkout, _query, close, _stats = make_pool(variant, dsn, _app(variant))
+    for _ in range(min(n, 1000)):  # warm up
+        with checkout():
+            pass
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        with checkout():
+            pass
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    close()
+    return {"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6}
+
+
+def throughput(variant: str, dsn: str, greenlets: int, seconds: float) -> dict[str, Any]:
+    import gevent
+
+    count = [0]
+    stop = time.perf_counter() + seconds
+    if variant == "dedicated":
+        import psycogreen.gevent
+        import psycopg2
+
+        psycogreen.gevent.patch_psycopg()
+        conns = [psycopg2.connect(dsn) for _ in range(10)]
+        for conn in conns:
+            conn.autocommit = True
+
+        def own(conn: Any) -> None:
+            with conn.cursor() as cur:
+                while time.perf_counter() < stop:
+                    cur.execute("SELECT 1")
+                    cur.fetchone()
+                    count[0] += 1
+
+        cpu = time.process_time()
+        start = time.perf_counter()
+        gevent.joinall([gevent.spawn(own, conn) for conn in conns])
+    else:
+        _pool, checkout, query, close, _stats = make_pool(
+            variant, dsn, _app(variant), autocommit=True
+        )
+
+        def loop() -> None:
+            while time.perf_counter() < stop:
+                with checkout() as conn:
+                    query(conn)
+                count[0] += 1
+
+        cpu = time.process_time()
+        start = time.perf_counter()
+        gevent.joinall([gevent.spawn(loop) for _ in range(greenlets)])
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    return {"qps": count[0] / wall, "cpu_us": cpu / max(count[0], 1) * 1e6}
+
+
+def kills(variant: str, dsn: str, seed: int = 7) -> dict[str, Any]:
+    import gevent
+    import psycopg2
+
+    rng = random.Random(seed)
+    app = _app(variant)
+    pool, checkout, _query, close, stats = make_pool(variant, dsn, app)
+
+    def work() -> None:
+        for _ in range(5):
+            try:
+                with checkout() as conn:
+                    if variant == "psycopg_pool":
+                        conn.execute("SELECT pg_sleep(0.01)")
+                    else:
+                        with conn.cursor() as cur:
+                            cur.execute("SELECT pg_sleep(0.01)")
+            except Exception:  # a pool timeout: the experiment counts what is left afterwards
+                return
+
+    workers = [gevent.spawn(work) for _ in range(300)]
+    for victim in rng.sample(workers, 100):
+        gevent.spawn_later(rng.uniform(0, 0.3), victim.kill, block=False)
+    gevent.joinall(workers, timeout=60)
+    gevent.sleep(0.5)
+    after = stats()
+    try:
+        with checkout() if variant != "psycopg_pool" else pool.connection(timeout=2):
+            works = True
+    except Exception:
+        works = False
+    close()
+    gevent.sleep(1.0)
+    admin = psycopg2.connect(dsn)
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app])
+        left = cur.fetchone()[0]
+    admin.close()
+    return {
+        "pool_size": after.get("pool_size"),
+        "pool_available": after.get("pool_available"),
+        "checkout_after": works,
+        "backends_after_close": left,
+    }
+
+
+def child(argv: list[str]) -> None:
+    test, variant, dsn = argv[:3]
+    if test == "checkout":
+        out = checkout_cost(variant, dsn, int(argv[3]))
+    elif test == "throughput":
+        out = throughput(variant, dsn, int(argv[3]), float(argv[4]))
+    else:
+        out = kills(variant, dsn)
+    print(json.dumps(out), flush=True)
+
+
+def run_child(*args: Any) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--checkouts", type=int, default=20000)
+    args = parser.parse_args()
+    server = None
+    dsn = args.dsn
+    if dsn is None:
+        sys.path.insert(0, str(ROOT))
+        from tests.support.postgres import ThrowawayPostgres
+
+        server = ThrowawayPostgres()
+        dsn = server.start()
+    try:
+        print("1. checkout + return, client CPU per `with pool.connection(): pass`, under gevent")
+        cost = {v: run_child("checkout", v, dsn, args.checkouts) for v in POOLS}
+        base = cost["psycopg_pool"].get("cpu_us")
+        for variant, out in cost.items():
+            if "error" in out:
+                print(f"   {variant:14} {out['error']}")
+                continue
+            ratio = f"{out['cpu_us'] / base:5.2f}x" if base else ""
+            print(f"   {variant:14} {out['cpu_us']:8.1f} us  {ratio} of psycopg_pool")
+        print("2. SELECT 1 through a pool of 10 (autocommit), queries/s and client CPU per query")
+        dedicated = run_child("throughput", "dedicated", dsn, 10, args.seconds)
+        print(f"   10 dedicated connections      {dedicated['qps']:8.0f} q/s {dedicated['cpu_us']:6.0f} us")
+        for greenlets in (32, 200):
+            rows = {
+                v: run_child("throughput", v, dsn, greenlets, args.seconds)
+                for v in ("psycogreen", "psycopg_pool")
+            }
+            for variant, out in rows.items():
+                if "error" in out:
+                    print(f"   {greenlets:3} greenlets {variant:14} {out['error']}")
+                    continue
+                vs_pg = out["qps"] / rows["psycopg_pool"]["qps"] if "qps" in rows["psycopg_pool"] else 0
+                print(
+                    f"   {greenlets:3} greenlets {variant:14} {out['qps']:8.0f} q/s "
+                    f"{out['cpu_us']:6.0f} us  {vs_pg:5.2f}x psycopg_pool "
+                    f"{out['qps'] / dedicated['qps']:5.2f}x dedicated"
+                )
+        print("3. 300 greenlets over max_size=10, 100 killed at random")
+        for variant in ("psycogreen", "psycopg_pool"):
+            out = run_child("kills", variant, dsn)
+            print(f"   {variant:14} {out}")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    if CHILD:
+        child(sys.argv[2:])
+    else:
+        main()
