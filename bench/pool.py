@@ -295,7 +295,9 @@ def main() -> None:
             print(f"   {variant:14} {out['cpu_us']:8.1f} us  {ratio} of psycopg_pool")
         print("2. SELECT 1 through a pool of 10 (autocommit), queries/s and client CPU per query")
         dedicated = run_child("throughput", "dedicated", dsn, 10, args.seconds)
-        print(f"   10 dedicated connections      {dedicated['qps']:8.0f} q/s {dedicated['cpu_us']:6.0f} us")
+        print(
+            f"   10 dedicated connections      {dedicated['qps']:8.0f} q/s {dedicated['cpu_us']:6.0f} us"
+        )
         for greenlets in (32, 200):
             rows = {
                 v: run_child("throughput", v, dsn, greenlets, args.seconds)
@@ -305,7 +307,9 @@ def main() -> None:
                 if "error" in out:
                     print(f"   {greenlets:3} greenlets {variant:14} {out['error']}")
                     continue
-                vs_pg = out["qps"] / rows["psycopg_pool"]["qps"] if "qps" in rows["psycopg_pool"] else 0
+                vs_pg = (
+                    out["qps"] / rows["psycopg_pool"]["qps"] if "qps" in rows["psycopg_pool"] else 0
+                )
                 print(
                     f"   {greenlets:3} greenlets {variant:14} {out['qps']:8.0f} q/s "
                     f"{out['cpu_us']:6.0f} us  {vs_pg:5.2f}x psycopg_pool "

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import django
 from django.core.exceptions import ImproperlyConfigured
-from django.db import NO_DB_ALIAS
+from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 
 from psycogreen.core.pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper"]
+
+if django.VERSION < (5, 1):
+    # Before 5.1, get_new_connection() has no pool path to reuse.
+    message = f"psycogreen.core.django needs Django 5.1 or newer, not {django.get_version()}"
+    raise ImproperlyConfigured(message)
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc] (Django is untyped here)
