@@ -84,8 +84,9 @@ def make_pool(variant: str, dsn: str, app: str, *, autocommit: bool = False) -> 
             conn.execute("SELECT 1").fetchone()
 
         return pool, pool.connection, query, pool.close, pool.get_stats
-    import psycogreen.gevent
     import psycopg2
+
+    import psycogreen.gevent
 
     psycogreen.gevent.patch_psycopg()
 
@@ -110,7 +111,7 @@ def make_pool(variant: str, dsn: str, app: str, *, autocommit: bool = False) -> 
             def __exit__(self, *exc: object) -> None:
                 self.conn.close()
 
-        return pool, Checkout, None, pool.dispose, lambda: {}
+        return pool, Checkout, None, pool.dispose, dict
     if variant == "geventpool":
         from django_db_geventpool.backends.pool import DatabaseConnectionPool
 
@@ -136,7 +137,7 @@ def make_pool(variant: str, dsn: str, app: str, *, autocommit: bool = False) -> 
             def __exit__(self, *exc: object) -> None:
                 pool.put(self.conn)
 
-        return pool, GeventCheckout, None, pool.close, lambda: {}
+        return pool, GeventCheckout, None, pool.close, dict
     raise SystemExit(f"unknown variant {variant!r}")
 
 
@@ -160,8 +161,9 @@ def throughput(variant: str, dsn: str, greenlets: int, seconds: float) -> dict[s
     count = [0]
     stop = time.perf_counter() + seconds
     if variant == "dedicated":
-        import psycogreen.gevent
         import psycopg2
+
+        import psycogreen.gevent
 
         psycogreen.gevent.patch_psycopg()
         conns = [psycopg2.connect(dsn) for _ in range(10)]
@@ -194,6 +196,8 @@ def throughput(variant: str, dsn: str, greenlets: int, seconds: float) -> dict[s
         gevent.joinall([gevent.spawn(loop) for _ in range(greenlets)])
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
+    if variant != "dedicated":
+        close()
     return {"qps": count[0] / wall, "cpu_us": cpu / max(count[0], 1) * 1e6}
 
 

@@ -27,7 +27,7 @@ if django.VERSION < (5, 1):
     raise ImproperlyConfigured(message)
 
 
-class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc] (Django is untyped here)
+class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc]  # Django is untyped
     """Django's PostgreSQL ``DatabaseWrapper`` over a :class:`~psycogreen.core.pool.ConnectionPool`.
 
     .. versionadded:: 1.1
@@ -35,6 +35,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):  # type: ignore[misc] (Django
 
     #: One pool per database alias, shared by every thread and greenlet of the process.
     green_pools: ClassVar[dict[str, ConnectionPool]] = {}
+    connection: Any  # Django's attribute: the psycopg2 connection, or None
 
     def __init__(self, settings_dict: dict[str, Any], *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (Django's)
         """Django's, with ``OPTIONS["pool"]`` taken out of the options Django reads."""
