@@ -171,32 +171,62 @@ class ConnectionPool(BasePool):
         lock = self._lock
         if lock is None:
             raise self._closed_error()
-        self._stats.requests_num += 1
-        deadline = 0.0
+        start = monotonic()
+        deadline = start + timeout
+        with lock:
+            self._stats.requests_num += 1
+            entry, waiter, wanted = self._checkout_locked(timeout, timeout)
         while True:
-            with lock:
-                if self._closed:
-                    raise self._closed_error()
-                entry = self._take_idle_locked()
-            now = monotonic()
             if entry is None:
-                if not deadline:
-                    deadline = now + timeout
-                entry = self._wait_for_entry(deadline - now, timeout)
+                assert waiter is not None
+                entry = self._wait(waiter, wanted, deadline - monotonic(), timeout)
                 now = monotonic()
-            elif now >= self._next_sweep:
-                self._sweep(now)
+            else:
+                now = monotonic()
+                if now >= self._next_sweep:
+                    self._sweep(now)
             if self._ready(entry, now):
                 return entry.conn
+            with lock:  # it was discarded: another one
+                entry, waiter, wanted = self._checkout_locked(deadline - now, timeout)
 
-    def _take_idle_locked(self) -> Entry | None:
+    def _checkout_locked(
+        self, remaining: float, timeout: float
+    ) -> tuple[Entry | None, Waiter | None, int]:
+        """An idle connection, else this request queued: ``(entry, waiter, connects to start)``."""
+        if self._closed:
+            raise self._closed_error()
         idle = self._idle
-        if not idle:
-            return None
-        entry = idle.pop()
-        entry.state = OUT
-        self._out[id(entry.conn)] = entry
-        return entry
+        if idle:
+            entry = idle.pop()
+            entry.state = OUT
+            self._out[id(entry.conn)] = entry
+            return entry, None, 0
+        stats = self._stats
+        if self.max_waiting and len(self._waiting) >= self.max_waiting:
+            stats.requests_errors += 1
+            message = (
+                f"the pool {self.name!r} has {len(self._waiting)} requests waiting already "
+                f"(max_waiting={self.max_waiting})"
+            )
+            raise TooManyRequests(message)
+        if remaining <= 0:
+            stats.requests_errors += 1
+            raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} s")
+        backend = self._backend
+        assert backend is not None
+        if not backend.can_switch() and backend.has_hub():
+            stats.requests_errors += 1
+            message = (
+                f"the pool {self.name!r} has no free connection, and this code runs in "
+                f"{backend.name}'s hub (a loop callback, a signal handler, a finalizer), "
+                "which cannot wait: ask for the connection from a greenlet"
+            )
+            raise PoolError(message)
+        waiter = Waiter(backend.event())
+        self._waiting[waiter] = None
+        stats.requests_queued += 1
+        return None, waiter, self._reserve_locked()
 
     def _ready(self, entry: Entry, now: float) -> bool:
         """Whether a connection just taken can be handed out (else it was discarded)."""
@@ -210,39 +240,9 @@ class ConnectionPool(BasePool):
             setattr(entry.conn, _conn.POOL_ATTRIBUTE, self)
         return True
 
-    def _wait_for_entry(self, remaining: float, timeout: float) -> Entry:
-        """Queue this request and wait for a connection, at most ``remaining`` seconds."""
-        backend = self._backend
-        assert backend is not None
+    def _wait(self, waiter: Waiter, wanted: int, remaining: float, timeout: float) -> Entry:
+        """Wait in the queue, at most ``remaining`` seconds, for a connection."""
         stats = self._stats
-        with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            entry = self._take_idle_locked()  # one came back meanwhile (a discard loop)
-            if entry is not None:
-                return entry
-            if self.max_waiting and len(self._waiting) >= self.max_waiting:
-                stats.requests_errors += 1
-                message = (
-                    f"the pool {self.name!r} has {len(self._waiting)} requests waiting already "
-                    f"(max_waiting={self.max_waiting})"
-                )
-                raise TooManyRequests(message)
-            if remaining <= 0:
-                stats.requests_errors += 1
-                raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} s")
-            if not backend.can_switch() and backend.has_hub():
-                stats.requests_errors += 1
-                message = (
-                    f"the pool {self.name!r} has no free connection, and this code runs in "
-                    f"{backend.name}'s hub (a loop callback, a signal handler, a finalizer), "
-                    "which cannot wait: ask for the connection from a greenlet"
-                )
-                raise PoolError(message)
-            waiter = Waiter(backend.event())
-            self._waiting[waiter] = None
-            stats.requests_queued += 1
-            wanted = self._reserve_locked()
         start = monotonic()
         try:
             self._start_connectors(wanted)
@@ -250,10 +250,14 @@ class ConnectionPool(BasePool):
         except BaseException:
             self._leave(waiter, start)
             raise
+        entry = waiter.entry  # set before the event was: no lock needed to read it
+        if entry is not None:
+            stats.requests_wait_ms += monotonic() - start
+            return entry
         with self._lock:
             stats.requests_wait_ms += monotonic() - start
             entry = waiter.entry
-            if entry is not None:
+            if entry is not None:  # served after the timeout, before this lock
                 return entry
             self._waiting.pop(waiter, None)
             stats.requests_errors += 1
@@ -302,43 +306,44 @@ class ConnectionPool(BasePool):
         """
         lock = self._lock
         key = id(conn)
+        # Read before the lock: whether it can go straight back, and whether it is in use.
+        busy = inflight and _conn.busy_elsewhere(conn) is not None
+        clean = not conn.closed and conn.get_transaction_status() == _conn.IDLE
+        now = monotonic()
+        close = None
         with lock if lock is not None else _NO_LOCK:
             entry = self._out.get(key)
             if entry is None or entry.conn is not conn or entry.state != OUT:
                 entry = None
-            else:
-                entry.state = RETURNING
+            elif not busy:
+                self._stats.usage_ms += now - entry.since
+                if self.close_returns:
+                    setattr(conn, _conn.POOL_ATTRIBUTE, None)
+                if (
+                    clean
+                    and self._reset is None
+                    and entry.expires > now
+                    and entry.generation == self._generation
+                    and not self._closed
+                ):
+                    close = self._give_locked(entry, now)
+                    if close is None:
+                        return
+                    entry = None
+                else:
+                    entry.state = RETURNING
+        if close is not None:
+            _conn.close_quietly(close)  # resize() made the pool smaller
+            return
         if entry is None:
             raise self._misuse(conn)
-        if self.close_returns:
-            setattr(conn, _conn.POOL_ATTRIBUTE, None)
-        now = monotonic()
-        self._stats.usage_ms += now - entry.since
-        if inflight and _conn.busy_elsewhere(conn) is not None:
-            with lock:
-                entry.state = OUT
+        if busy:
             message = (
                 f"a connection of the pool {self.name!r} is returned while another greenlet's "
                 "operation on it is in flight: return it from the greenlet that uses it, "
                 "once that operation is done"
             )
             raise PoolMisuseError(message)
-        if (
-            not conn.closed
-            and conn.get_transaction_status() == _conn.IDLE
-            and self._reset is None
-            and entry.expires > now
-            and entry.generation == self._generation
-        ):
-            with lock:
-                if not self._closed:
-                    conn = self._give_locked(entry, now)
-                else:
-                    self._out.pop(key, None)
-                    entry.state = -1
-            if conn is not None:
-                _conn.close_quietly(conn)
-            return
         self._return_slow(entry, now)
 
     def _return_slow(self, entry: Entry, now: float) -> None:
