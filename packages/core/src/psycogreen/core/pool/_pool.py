@@ -245,7 +245,10 @@ class ConnectionPool(BasePool):
         stats = self._stats
         start = monotonic()
         try:
-            self._start_connectors(wanted)
+            if self._backend is not None and self._backend.spawn is None:
+                self._fill_while_waiting(waiter, wanted)
+            else:
+                self._start_connectors(wanted)
             waiter.event.wait(max(0.0, remaining - (monotonic() - start)))
         except BaseException:
             self._leave(waiter, start)
@@ -265,6 +268,18 @@ class ConnectionPool(BasePool):
         if error is not None:
             raise error
         raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} s")
+
+    def _fill_while_waiting(self, waiter: Waiter, wanted: int) -> None:
+        """Open connections in this waiting request while more are wanted and it is not served.
+
+        Where the scheduler has no tasks (uWSGI) the waiting requests grow the pool: each
+        new connection goes to the first waiter, which may be another request.
+        """
+        while wanted:
+            self._start_connectors(wanted)
+            with self._lock:
+                done = waiter.entry is not None or self._closed
+                wanted = 0 if done else self._reserve_locked()
 
     def _leave(self, waiter: Waiter, start: float) -> None:
         """A waiter interrupted (killed, timed out): out of the queue; a connection passes on."""
