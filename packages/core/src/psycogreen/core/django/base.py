@@ -16,6 +16,7 @@ import django
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from psycogreen.core.pool import ConnectionPool
 
@@ -24,6 +25,14 @@ __all__ = ["DatabaseWrapper"]
 if django.VERSION < (5, 1):
     # Before 5.1, get_new_connection() has no pool path to reuse.
     message = f"psycogreen.core.django needs Django 5.1 or newer, not {django.get_version()}"
+    raise ImproperlyConfigured(message)
+if is_psycopg3:
+    # Django picks psycopg 3 whenever it can import it; the pool's connections are psycopg2's.
+    message = (
+        "psycogreen.core.django serves psycopg2 connections, but Django's PostgreSQL backend "
+        "uses psycopg 3 because it is installed: uninstall psycopg (3) from this environment, "
+        "or keep psycopg 3 and use Django's own pool (OPTIONS['pool'] with Django's backend)"
+    )
     raise ImproperlyConfigured(message)
 
 
