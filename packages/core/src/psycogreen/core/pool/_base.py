@@ -319,19 +319,22 @@ class BasePool:
         self._opening += count
         return count
 
-    def _start_connectors(self, count: int) -> None:
-        """Start ``count`` connects whose slots are reserved (inline where tasks cannot be had)."""
+    def _start_connectors(self, count: int) -> int:
+        """Start ``count`` connects whose slots are reserved (inline where tasks cannot be had).
+
+        :return: how many inline connects succeeded (0 where tasks connect).
+        """
         if not count:
-            return
+            return 0
         backend = self._backend
         assert backend is not None
         spawn = backend.spawn
-        started = 0
+        started = opened = 0
         try:
             for _ in range(count):
                 if spawn is None:
                     started += 1
-                    self._connect_inline()
+                    opened += self._connect_inline()
                 else:
                     self._spawn(spawn, self._connector)
                     started += 1
@@ -339,6 +342,7 @@ class BasePool:
             if started < count:  # interrupted while starting them: release the rest
                 with self._lock:
                     self._opening -= count - started
+        return opened
 
     def _spawn(
         self, spawn: Callable[[Callable[[], object]], Task], func: Callable[[int], None]
@@ -437,7 +441,7 @@ class BasePool:
                 return None
         return attempt
 
-    def _connect_inline(self) -> None:
+    def _connect_inline(self) -> bool:
         """One connect, in the calling task, for a slot already reserved (no tasks to spawn)."""
         try:
             entry = self._open_entry()
@@ -445,7 +449,7 @@ class BasePool:
             logger.warning("pool %r: connecting failed: %s", self.name, exc)
             with self._lock:
                 self._opening -= 1
-            return
+            return False
         except BaseException:
             with self._lock:
                 self._opening -= 1
@@ -455,6 +459,7 @@ class BasePool:
             close = self._give_new_locked(entry)
         if close is not None:
             _conn.close_quietly(close)
+        return True
 
     def _give_up(self) -> None:
         logger.warning(
@@ -621,9 +626,8 @@ class BasePool:
             wanted = self._reserve_locked()
         try:
             if backend.spawn is None:
-                # No task to fill it: this one does, one connect after the other.
-                while wanted:
-                    self._start_connectors(wanted)
+                # No task to fill it: this one does, until a round of connects all fail.
+                while wanted and self._start_connectors(wanted):
                     with self._lock:
                         wanted = 0 if self._closed else self._reserve_locked()
             else:

@@ -275,8 +275,7 @@ class ConnectionPool(BasePool):
         Where the scheduler has no tasks (uWSGI) the waiting requests grow the pool: each
         new connection goes to the first waiter, which may be another request.
         """
-        while wanted:
-            self._start_connectors(wanted)
+        while wanted and self._start_connectors(wanted):  # until a round of connects all fail
             with self._lock:
                 done = waiter.entry is not None or self._closed
                 wanted = 0 if done else self._reserve_locked()
