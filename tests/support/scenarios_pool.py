@@ -215,6 +215,10 @@ def terminated(sched: Scheduler, dsn: str, *, check: bool) -> dict[str, Any]:
                 outcomes.append(["ok", cur.fetchone()[0] in before])
         except psycopg2.OperationalError as exc:
             outcomes.append(["error", type(exc).__name__])
+    # Without a check, broken connections not handed out yet are still idle (replacements
+    # came first: the pool hands out the most recently returned); check() finds them.
+    lost_before = pool.get_stats()["connections_lost"]
+    pool.check()
     _settle(sched, pool, admin, app)
     stats = pool.get_stats()
     with admin.cursor() as cur:
@@ -227,6 +231,7 @@ def terminated(sched: Scheduler, dsn: str, *, check: bool) -> dict[str, Any]:
         "before": len(before),
         "gone_left": gone_left,
         "outcomes": outcomes,
+        "lost_before_check": lost_before,
         "stats": stats,
         "after": len(after),
         "reused": len(after & before),
@@ -376,13 +381,13 @@ def chaos(
     live: list[Any] = []
     start = time.perf_counter()
     while interrupts() < events:
-        while len(live) < 60:
+        while len(live) < 80:
             kind = rng.randrange(100)
             live.append(
                 sched.spawn(worker, kind, rng.uniform(0, 0.002), rng.uniform(0.0005, 0.003))
             )
-        sched.sleep(rng.uniform(0, 0.001))
-        for task in rng.sample(live, rng.randint(1, 8)):
+        sched.sleep(rng.uniform(0, 0.0005))
+        for task in rng.sample(live, rng.randint(2, 12)):
             sched.kill(task)
         live = [task for task in live if not task.dead]
     for task in live:

@@ -64,11 +64,14 @@ def test_terminated_backends(scheduler: str, run_green: RunGreen, check: bool) -
     if check:
         # every broken connection caught by the check, none handed out
         assert errors == [], out
-        assert stats["connections_lost"] == 4, stats
+        assert out["lost_before_check"] == 4, out
+        assert stats["connections_lost"] == 4, stats  # check() found nothing left
     else:
-        # handed out broken, discarded on return, replaced
+        # handed out broken, discarded on return, replaced; check() finds the others
         assert 1 <= len(errors) <= 4, out
         assert stats["returns_bad"] == len(errors), stats
+        assert out["lost_before_check"] == 0, out
+        assert stats["connections_lost"] == 4 - len(errors), stats
     assert stats["pool_size"] == stats["pool_available"] == 4, stats
     assert out["after"] == 4, out
     assert out["reused"] == 0, out
