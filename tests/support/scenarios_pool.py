@@ -456,3 +456,67 @@ def misuse(sched: Scheduler, dsn: str) -> dict[str, Any]:
     except psycopg2.OperationalError as exc:
         out["closed"] = [type(exc).__name__, str(exc)]
     return out
+
+
+def _in_hub(sched: Scheduler, func: Any, *args: Any) -> None:
+    """Run ``func(*args)`` in the scheduler's hub (as a finalizer the collector runs there)."""
+    if sched.name == "gevent":
+        import gevent
+
+        gevent.get_hub().loop.run_callback(func, *args)
+    else:
+        from eventlet.hubs import get_hub
+
+        get_hub().schedule_call_global(0, func, *args)
+
+
+def hub(sched: Scheduler, dsn: str) -> dict[str, Any]:
+    """A connection returned from the hub in a transaction; a request from the hub, none free."""
+    _patch(sched)
+    import logging
+
+    blocked: list[str] = []  # psycogreen reports an operation that blocked the hub
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "psycogreen":  # core's own reports, not the pool's
+                blocked.append(record.getMessage())
+
+    logging.getLogger("psycogreen").addHandler(Record(logging.DEBUG))
+    logging.getLogger("psycogreen").setLevel(logging.DEBUG)
+    out: dict[str, Any] = {}
+    pool = ConnectionPool(dsn, min_size=1, max_size=1)
+    pool.wait(10)
+    conn = pool.getconn()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")  # a transaction left open: the return must roll it back
+    errors: list[str] = []
+
+    def put() -> None:
+        try:
+            pool.putconn(conn)
+        except BaseException as exc:
+            errors.append(repr(exc))
+
+    _in_hub(sched, put)
+    sched.sleep(0.2)
+    out["put_errors"] = errors
+    again = pool.getconn(timeout=2)
+    out["same"] = again is conn
+    out["status"] = again.get_transaction_status()
+    refused: list[str] = []
+
+    def get() -> None:
+        try:
+            pool.getconn(timeout=1)
+        except BaseException as exc:
+            refused.append(type(exc).__name__)
+
+    _in_hub(sched, get)
+    sched.sleep(0.2)
+    out["get_from_hub"] = refused
+    pool.putconn(again)
+    out["stats"] = pool.get_stats()
+    out["hub_blocked"] = blocked
+    pool.close()
+    return out

@@ -152,3 +152,14 @@ def test_reconnect_failed_after_reconnect_timeout(
     assert out["calls"], out
     assert 1.5 - 0.05 <= out["calls"][0] <= 1.5 + 0.5, out
     assert out["attempts"] >= 3, out  # it went on trying meanwhile
+
+
+def test_returns_and_requests_from_the_hub(scheduler: str, run_green: RunGreen) -> None:
+    """A return run by the hub (a finalizer) is rolled back in a task; a request there is refused."""
+    out = run_green(scheduler, "scenarios_pool:hub")
+    assert out["put_errors"] == [], out
+    assert out["same"] is True, out
+    assert out["status"] == 0, out  # TRANSACTION_STATUS_IDLE: rolled back
+    assert out["get_from_hub"] == ["PoolError"], out
+    assert out["stats"]["returns_bad"] == 0, out
+    assert out["hub_blocked"] == [], out  # the rollback did not run in the hub
