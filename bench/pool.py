@@ -9,7 +9,8 @@ process of its own, one after the other, in one run:
 1. checkout + return: client CPU per ``with pool.connection(): pass`` (no query), ten
    connections, all idle;
 2. ``SELECT 1`` throughput through a pool of ten at 32 and 200 greenlets (autocommit, so one
-   round trip per query), and through ten dedicated connections, one greenlet each;
+   round trip per query), and through ten dedicated connections, one greenlet each (a cursor
+   per query everywhere);
 3. the kill experiment: 300 greenlets doing checkouts over ``max_size=10`` while 100 of them
    are killed at random; then the pool's size and idle count, whether a checkout still works,
    and the backends left on the server after ``close()``.
@@ -171,11 +172,11 @@ def throughput(variant: str, dsn: str, greenlets: int, seconds: float) -> dict[s
             conn.autocommit = True
 
         def own(conn: Any) -> None:
-            with conn.cursor() as cur:
-                while time.perf_counter() < stop:
+            while time.perf_counter() < stop:
+                with conn.cursor() as cur:  # a cursor per query, as through the pool
                     cur.execute("SELECT 1")
                     cur.fetchone()
-                    count[0] += 1
+                count[0] += 1
 
         cpu = time.process_time()
         start = time.perf_counter()
