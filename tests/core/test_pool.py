@@ -379,3 +379,41 @@ def test_null_pool(pools: Any, conn: Any, app: str) -> None:
     assert held.closed
     with pytest.raises(ValueError, match="min_size 0"):
         NullConnectionPool(min_size=1, open=False)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_give_up_time() -> None:
+    from psycogreen.core.pool._backoff import Backoff
+
+    attempt = Backoff(10.0, now=0.0)
+    first = attempt.next_delay(0.0)
+    assert 0.9 <= first <= 1.1
+    now = first
+    delays = [first]
+    while not attempt.expired(now):
+        delay = attempt.next_delay(now)
+        delays.append(delay)
+        now += delay
+    assert delays[1] == pytest.approx(2 * first)
+    assert delays[2] == pytest.approx(4 * first)
+    assert now == pytest.approx(10.0)  # the last attempt is at the give-up time, not after
+    # never longer than the time since the first failure plus the first delay
+    elapsed = 0.0
+    for delay in delays:
+        assert delay <= elapsed + first + 1e-9
+        elapsed += delay
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_size": -1}, "min_size cannot be negative"),
+        ({"min_size": 4, "max_size": 2}, "must be at least min_size"),
+        ({"min_size": 0, "max_size": 0}, "max_size must be at least 1"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"max_waiting": -1}, "max_waiting must be 0"),
+        ({"num_workers": 0}, "num_workers must be at least 1"),
+    ],
+)
+def test_settings_are_checked(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ConnectionPool("", open=False, **options)
