@@ -110,9 +110,9 @@ class NullConnectionPool(ConnectionPool):
             room = not self._max_size or self._size_locked() < self._max_size
             if room:
                 self._opening += 1
+                self._stats.requests_num += 1
         if not room:
             return super().getconn(timeout)
-        self._stats.requests_num += 1
         try:
             entry = self._open_entry(bound=timeout)
         except BaseException:
