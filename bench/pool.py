@@ -8,7 +8,7 @@ process of its own, one after the other, in one run:
 
 1. checkout + return: client CPU per ``with pool.connection(): pass`` (no query), ten
    connections, all idle;
-2. ``SELECT 1`` throughput through a pool of ten at 32 and 200 greenlets (autocommit, so one
+2. ``SELECT 1`` throughput through a pool of ten at 10, 32 and 200 greenlets (autocommit, so one
    round trip per query), and through ten dedicated connections, one greenlet each (a cursor
    per query everywhere);
 3. the kill experiment: 300 greenlets doing checkouts over ``max_size=10`` while 100 of them
@@ -303,7 +303,7 @@ def main() -> None:
         print(
             f"   10 dedicated connections      {dedicated['qps']:8.0f} q/s {dedicated['cpu_us']:6.0f} us"
         )
-        for greenlets in (32, 200):
+        for greenlets in (10, 32, 200):
             rows = {
                 v: run_child("throughput", v, dsn, greenlets, args.seconds)
                 for v in ("psycogreen", "psycopg_pool")
