@@ -36,6 +36,7 @@ import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -279,6 +280,7 @@ def main() -> None:
     parser.add_argument("--dsn")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--checkouts", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     server = None
     dsn = args.dsn
@@ -298,28 +300,31 @@ def main() -> None:
                 continue
             ratio = f"{out['cpu_us'] / base:5.2f}x" if base else ""
             print(f"   {variant:14} {out['cpu_us']:8.1f} us  {ratio} of psycopg_pool")
-        print("2. SELECT 1 through a pool of 10 (autocommit), queries/s and client CPU per query")
-        dedicated = run_child("throughput", "dedicated", dsn, 10, args.seconds)
         print(
-            f"   10 dedicated connections      {dedicated['qps']:8.0f} q/s {dedicated['cpu_us']:6.0f} us"
+            "2. SELECT 1 through a pool of 10 (autocommit): queries/s and client CPU per query, "
+            f"medians of {args.rounds} rounds (each round runs every variant, in turn)"
         )
-        for greenlets in (10, 32, 200):
-            rows = {
-                v: run_child("throughput", v, dsn, greenlets, args.seconds)
-                for v in ("psycogreen", "psycopg_pool")
-            }
-            for variant, out in rows.items():
+        cases = [("dedicated", 10)] + [
+            (v, g) for g in (10, 32, 200) for v in ("psycogreen", "psycopg_pool")
+        ]
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {case: [] for case in cases}
+        for _ in range(args.rounds):
+            for variant, greenlets in cases:
+                out = run_child("throughput", variant, dsn, greenlets, args.seconds)
                 if "error" in out:
-                    print(f"   {greenlets:3} greenlets {variant:14} {out['error']}")
-                    continue
-                vs_pg = (
-                    out["qps"] / rows["psycopg_pool"]["qps"] if "qps" in rows["psycopg_pool"] else 0
-                )
-                print(
-                    f"   {greenlets:3} greenlets {variant:14} {out['qps']:8.0f} q/s "
-                    f"{out['cpu_us']:6.0f} us  {vs_pg:5.2f}x psycopg_pool "
-                    f"{out['qps'] / dedicated['qps']:5.2f}x dedicated"
-                )
+                    raise SystemExit(f"{variant} at {greenlets} greenlets: {out['error']}")
+                runs[variant, greenlets].append(out)
+        qps = {case: statistics.median(r["qps"] for r in rs) for case, rs in runs.items()}
+        cpu = {case: statistics.median(r["cpu_us"] for r in rs) for case, rs in runs.items()}
+        base = qps["dedicated", 10]
+        print(f"   10 dedicated connections      {base:8.0f} q/s {cpu['dedicated', 10]:6.0f} us")
+        for variant, greenlets in cases[1:]:
+            case = (variant, greenlets)
+            print(
+                f"   {greenlets:3} greenlets {variant:14} {qps[case]:8.0f} q/s {cpu[case]:6.0f} us"
+                f"  {qps[case] / qps['psycopg_pool', greenlets]:5.2f}x psycopg_pool"
+                f"  {qps[case] / base:5.2f}x dedicated"
+            )
         print("3. 300 greenlets over max_size=10, 100 killed at random")
         for variant in ("psycogreen", "psycopg_pool"):
             out = run_child("kills", variant, dsn)
