@@ -292,14 +292,17 @@ def main() -> None:
         dsn = server.start()
     try:
         print("1. checkout + return, client CPU per `with pool.connection(): pass`, under gevent")
-        cost = {v: run_child("checkout", v, dsn, args.checkouts) for v in POOLS}
-        base = cost["psycopg_pool"].get("cpu_us")
-        for variant, out in cost.items():
-            if "error" in out:
-                print(f"   {variant:14} {out['error']}")
-                continue
-            ratio = f"{out['cpu_us'] / base:5.2f}x" if base else ""
-            print(f"   {variant:14} {out['cpu_us']:8.1f} us  {ratio} of psycopg_pool")
+        samples: dict[str, list[float]] = {v: [] for v in POOLS}
+        for _ in range(args.rounds):
+            for variant in POOLS:
+                out = run_child("checkout", variant, dsn, args.checkouts)
+                if "error" in out:
+                    raise SystemExit(f"{variant}: {out['error']}")
+                samples[variant].append(out["cpu_us"])
+        cost = {v: statistics.median(s) for v, s in samples.items()}
+        for variant, us in cost.items():
+            ratio = us / cost["psycopg_pool"]
+            print(f"   {variant:14} {us:8.1f} us  {ratio:5.2f}x psycopg_pool")
         print(
             "2. SELECT 1 through a pool of 10 (autocommit): queries/s and client CPU per query, "
             f"medians of {args.rounds} rounds (each round runs every variant, in turn)"
