@@ -20,3 +20,5 @@ See ``docs/pool.md``.
 
 .. versionadded:: 1.1
 """
+
+from __future__ import annotations
