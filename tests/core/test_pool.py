@@ -417,3 +417,98 @@ def test_backoff_doubles_with_jitter_up_to_the_give_up_time() -> None:
 def test_settings_are_checked(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ConnectionPool("", open=False, **options)
+
+
+def _dead_dsn() -> str:
+    """A DSN on a port nothing listens on: connects fail at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
+
+
+def test_close_fails_the_waiting_requests(pools: Any) -> None:
+    pool = pools(min_size=1)
+    held = pool.getconn()
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            pool.getconn(timeout=10)
+        except PoolClosed as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    assert eventually(lambda: pool.get_stats()["requests_waiting"] == 1)
+    pool.close()
+    t.join(5)
+    assert len(errors) == 1
+    assert not held.closed  # handed out: closed when it comes back
+    pool.putconn(held)
+    assert held.closed
+
+
+def test_failing_reset_and_check_discard_the_connection(pools: Any) -> None:
+    calls = {"check": 0}
+
+    def check(c: Any) -> None:
+        calls["check"] += 1
+        if calls["check"] == 1:
+            message = "the first check fails"
+            raise psycopg2.OperationalError(message)
+
+    def reset(c: Any) -> None:
+        message = "reset fails"
+        raise RuntimeError(message)
+
+    pool = pools(min_size=2, check=check, reset=reset)
+    pool.wait()
+    c = pool.getconn()  # the first connection failed its check: the other one
+    assert calls["check"] == 2
+    pool.putconn(c)  # reset fails: discarded, replaced
+    assert c.closed
+    assert eventually(lambda: pool.get_stats()["pool_available"] == 2)
+    stats = pool.get_stats()
+    assert stats["connections_lost"] == 1
+    assert stats["returns_bad"] == 1
+    assert stats["connections_num"] == 4
+
+
+def test_reconnect_failed_and_wait_timeout_on_a_dead_server() -> None:
+    calls: list[float] = []
+    start = time.monotonic()
+    pool = ConnectionPool(
+        _dead_dsn(),
+        min_size=1,
+        reconnect_timeout=0.3,
+        reconnect_failed=lambda _pool: calls.append(time.monotonic() - start),
+    )
+    try:
+        with pytest.raises(PoolTimeout, match="initialization incomplete"):
+            pool.wait(1.0)
+        assert pool.closed
+        assert calls
+        assert 0.25 <= calls[0] < 1.0
+        assert pool.get_stats()["connections_errors"] >= 2
+    finally:
+        pool.close()
+
+
+def test_null_pool_wait_on_a_dead_server() -> None:
+    pool = NullConnectionPool(_dead_dsn())
+    with pytest.raises(PoolTimeout, match="no connection could be opened"):
+        pool.wait(2)
+    assert pool.closed
+
+
+def test_open_and_wait(dsn: str, app: str) -> None:
+    pool = ConnectionPool(dsn, min_size=2, open=False, kwargs={"application_name": app})
+    try:
+        pool.open(wait=True, timeout=10)
+        assert pool.get_stats()["pool_available"] == 2
+        pool.open()  # open already: nothing
+    finally:
+        pool.close()
