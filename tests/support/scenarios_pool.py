@@ -56,7 +56,7 @@ def _settle(
         sched.sleep(0.02)
 
 
-def _gone(sched: Scheduler, admin: Any, app: str, seconds: float = 5) -> int:
+def _gone(sched: Scheduler, admin: Any, app: str, seconds: float = SETTLE) -> int:
     """Wait until the server has no backend of ``app``; how many are left."""
     deadline = time.monotonic() + seconds
     while (left := _backends(admin, app)) and time.monotonic() < deadline:
