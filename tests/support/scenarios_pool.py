@@ -43,8 +43,13 @@ def _backends(admin: Any, app: str) -> int:
         return int(cur.fetchone()[0])
 
 
+# The waits below end as soon as their condition holds; the bound is for a machine so loaded
+# that connects and backend exits take seconds, where a failure would measure the machine.
+SETTLE = 15.0
+
+
 def _settle(
-    sched: Scheduler, pool: ConnectionPool, admin: Any, app: str, seconds: float = 5
+    sched: Scheduler, pool: ConnectionPool, admin: Any, app: str, seconds: float = SETTLE
 ) -> None:
     """Wait until no connect is in progress and the server shows exactly the pool's backends."""
     deadline = time.monotonic() + seconds
