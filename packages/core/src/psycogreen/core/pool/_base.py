@@ -253,14 +253,16 @@ class BasePool:
             waiter.entry = entry
             waiter.event.set()  # schedules the waiter: no switch
             return None
-        self._out.pop(key, None)
-        if self._size_locked() >= self._max_size:  # resize() made the pool smaller
+        out = self._out
+        out.pop(key, None)
+        idle = self._idle
+        if len(idle) + len(out) + self._opening >= self._max_size:  # resize() made it smaller
             entry.state = _GONE
             return entry.conn
         entry.state = IDLE
         entry.since = now
-        self._idle.append(entry)
-        if self._full is not None and len(self._idle) >= self._min_size:
+        idle.append(entry)
+        if self._full is not None and len(idle) >= self._min_size:
             self._full.set()
         return None
 

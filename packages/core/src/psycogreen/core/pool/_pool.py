@@ -171,24 +171,54 @@ class ConnectionPool(BasePool):
         lock = self._lock
         if lock is None:
             raise self._closed_error()
-        start = monotonic()
-        deadline = start + timeout
+        # The common case inline (an idle connection, fit to hand out): the hot path. Without
+        # one the request is queued in the same critical section, and waits outside it.
+        entry: Entry | None
         with lock:
             self._stats.requests_num += 1
-            entry, waiter, wanted = self._checkout_locked(timeout, timeout)
+            idle = self._idle
+            if idle and not self._closed:
+                entry = idle.pop()
+                entry.state = OUT
+                self._out[id(entry.conn)] = entry
+                waiter = None
+            else:
+                entry, waiter, wanted = self._checkout_locked(timeout, timeout)
+        if waiter is not None:
+            deadline = monotonic() + timeout
+            entry = self._wait(waiter, wanted, timeout, timeout)
+            if self._ready(entry, monotonic()):
+                return entry.conn
+            return self._getconn_slow(deadline, timeout)
+        assert entry is not None
+        conn = entry.conn
+        now = monotonic()
+        if (
+            entry.expires > now
+            and entry.generation == self._generation
+            and self._check is None
+            and now < self._next_sweep
+        ):
+            entry.since = now
+            if self.close_returns:
+                setattr(conn, _conn.POOL_ATTRIBUTE, self)
+            return conn
+        if now >= self._next_sweep:
+            self._sweep(now)
+        if self._ready(entry, now):
+            return conn
+        return self._getconn_slow(now + timeout, timeout)
+
+    def _getconn_slow(self, deadline: float, timeout: float) -> Any:  # noqa: ANN401
+        """Wait in the queue, or try again after a connection was discarded."""
         while True:
+            with self._lock:
+                entry, waiter, wanted = self._checkout_locked(deadline - monotonic(), timeout)
             if entry is None:
                 assert waiter is not None
                 entry = self._wait(waiter, wanted, deadline - monotonic(), timeout)
-                now = monotonic()
-            else:
-                now = monotonic()
-                if now >= self._next_sweep:
-                    self._sweep(now)
-            if self._ready(entry, now):
+            if self._ready(entry, monotonic()):
                 return entry.conn
-            with lock:  # it was discarded: another one
-                entry, waiter, wanted = self._checkout_locked(deadline - now, timeout)
 
     def _checkout_locked(
         self, remaining: float, timeout: float
@@ -226,7 +256,8 @@ class ConnectionPool(BasePool):
         waiter = Waiter(backend.event())
         self._waiting[waiter] = None
         stats.requests_queued += 1
-        return None, waiter, self._reserve_locked()
+        size = len(idle) + len(self._out) + self._opening
+        return None, waiter, self._reserve_locked() if size < self._max_size else 0
 
     def _ready(self, entry: Entry, now: float) -> bool:
         """Whether a connection just taken can be handed out (else it was discarded)."""
@@ -245,11 +276,13 @@ class ConnectionPool(BasePool):
         stats = self._stats
         start = monotonic()
         try:
-            if self._backend is not None and self._backend.spawn is None:
-                self._fill_while_waiting(waiter, wanted)
-            else:
-                self._start_connectors(wanted)
-            waiter.event.wait(max(0.0, remaining - (monotonic() - start)))
+            if wanted:
+                if self._backend is not None and self._backend.spawn is None:
+                    self._fill_while_waiting(waiter, wanted)
+                else:
+                    self._start_connectors(wanted)
+                remaining -= monotonic() - start
+            waiter.event.wait(max(0.0, remaining))
         except BaseException:
             self._leave(waiter, start)
             raise
