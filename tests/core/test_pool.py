@@ -512,3 +512,18 @@ def test_open_and_wait(dsn: str, app: str) -> None:
         pool.open()  # open already: nothing
     finally:
         pool.close()
+
+
+def test_a_pool_dropped_without_close_is_collected(dsn: str, app: str, conn: Any) -> None:
+    """Its background task holds it weakly: the pool and its connections go away."""
+    import gc
+    import weakref
+
+    pool = ConnectionPool(dsn, min_size=2, kwargs={"application_name": app})
+    pool.wait()
+    assert len(backends(conn, app)) == 2
+    ref = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert ref() is None
+    assert eventually(lambda: not backends(conn, app))

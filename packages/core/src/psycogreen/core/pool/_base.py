@@ -64,17 +64,28 @@ def run_callback(name: str, callback: _conn.ConnectionCB, conn: Any) -> None:  #
         raise PoolError(message)
 
 
-def _maintain(ref: weakref.ref[BasePool], stop: Event, interval: float) -> None:
+def _maintain(ref: weakref.ref[BasePool], stop: Event, interval: float, serial: int) -> None:
     """Every ``interval``: close idle connections past ``max_idle`` or ``max_lifetime``.
 
-    It holds the pool weakly: a pool dropped without ``close()`` does not live on for it.
+    It holds the pool weakly, between sweeps too: a pool dropped without ``close()`` is
+    collected, and this task ends at its next round.
     """
-    while not stop.wait(interval):
+    pool = ref()
+    if pool is None:
+        return
+    pool._task_started(serial)  # noqa: SLF001 (the pool's own task)
+    del pool
+    try:
+        while not stop.wait(interval):
+            pool = ref()
+            if pool is None:
+                return
+            pool._sweep(monotonic())  # noqa: SLF001
+            del pool
+    finally:
         pool = ref()
-        if pool is None:
-            return
-        pool._sweep(monotonic())  # noqa: SLF001 (the pool's own task)
-        del pool
+        if pool is not None:
+            pool._task_ended(serial)  # noqa: SLF001
 
 
 class BasePool:
@@ -540,7 +551,10 @@ class BasePool:
         if not self._keeps_idle:
             pass
         elif backend.spawn is not None:
-            self._spawn(backend.spawn, self._maintainer)
+            maintain = functools.partial(
+                _maintain, weakref.ref(self), self._stop, self._sweep_interval()
+            )
+            self._spawn(backend.spawn, maintain)
         else:
             self._next_sweep = monotonic() + self._sweep_interval()
         self._start_connectors(wanted)
@@ -555,17 +569,6 @@ class BasePool:
         if self._backend is not None and self._backend.spawn is None:
             return 0  # no task to fill it: the first requests do
         return self._reserve_locked()
-
-    def _maintainer(self, serial: int) -> None:
-        self._task_started(serial)
-        stop = self._stop
-        assert stop is not None
-        interval = self._sweep_interval()
-        ref = weakref.ref(self)
-        try:
-            _maintain(ref, stop, interval)
-        finally:
-            self._task_ended(serial)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: fail the waiting requests, close the idle connections, stop its tasks.
