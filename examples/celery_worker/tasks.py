@@ -60,3 +60,18 @@ def sleep_query(seconds: float) -> dict[str, object]:
         "started": started,
         "finished": time.time(),
     }
+
+
+@app.task
+def django_query(seconds: float) -> dict[str, object]:
+    """``pg_sleep(seconds)`` on Django's connection (the worker runs with DJANGO_SETTINGS_MODULE).
+
+    With ``ENGINE: "psycogreen.core.django"`` the connection comes from the worker's pool, and
+    Celery's Django fix-up closes it after the task, which returns it to the pool.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid() FROM pg_sleep(%s)", [seconds])
+        pid = cur.fetchone()[0]
+    return {"backend_pid": pid, "engine": connection.settings_dict["ENGINE"], "pid": os.getpid()}

@@ -8,6 +8,7 @@ and an unpatched client sending 100 tasks that each run ``pg_sleep(0.2)``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -89,3 +90,75 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += delta
         best = max(best, current)
     return best
+
+
+def test_django_pooled_backend_under_celery_gevent(
+    start_server: StartServer, recipe_env: dict[str, str], redis_url: str, dsn: str
+) -> None:
+    """Celery -P gevent with Django's connections from psycogreen.core.django (a pool of 5)."""
+    require("celery")
+    require("django")
+    require("gevent")
+    psycopg2 = require("psycopg2")
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    app_name = f"psycogreen-recipe-celery-django-{os.getpid()}"
+    path = os.pathsep.join(
+        filter(None, [str(EXAMPLES / "django_gevent"), recipe_env.get("PYTHONPATH")])
+    )
+    env = {
+        **recipe_env,
+        "CELERY_BROKER_URL": url,
+        "CELERY_RESULT_BACKEND": url,
+        "DJANGO_SETTINGS_MODULE": "recipe.settings",
+        "RECIPE_POOL": "5",
+        "RECIPE_APP_NAME": app_name,
+        "PYTHONPATH": path,
+    }
+    worker = start_server(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-P",
+            "gevent",
+            "-c",
+            "20",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+            "-n",
+            "recipe-django@localhost",
+        ],
+        cwd=APP,
+        env=env,
+        name="celery-django",
+    )
+    out = json.loads(run_script(APP / "run_django_burst.py", "20", "0.2", env=env).splitlines()[-1])
+    results = out["results"]
+    assert len(results) == 20, worker.log.read_text()[-3000:]
+    assert {r["engine"] for r in results} == {"psycogreen.core.django"}
+    pids = {r["backend_pid"] for r in results}
+    print(
+        f"\ncelery -P gevent, Django pooled: 20 x pg_sleep(0.2) over {len(pids)} connections in {out['elapsed']:.2f} s"
+    )
+    assert len(pids) <= 5, pids
+    assert out["elapsed"] >= 4 * 0.2 - 0.05, out["elapsed"]  # at most 5 at once
+    admin = psycopg2.connect(dsn)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT coalesce(state, '?'), count(*) FROM pg_stat_activity"
+                " WHERE application_name = %s GROUP BY 1",
+                [app_name],
+            )
+            server = dict(cur.fetchall())
+    finally:
+        admin.close()
+    # Back in the pool after each task: at most 5 server connections, none left in a transaction.
+    assert set(server) <= {"idle"}, server
+    assert 1 <= server.get("idle", 0) <= 5, server

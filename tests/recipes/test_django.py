@@ -21,7 +21,9 @@ from tests.support.env import require
 APP = EXAMPLES / "django_gevent"
 
 
-def start_django(start_server: StartServer, env: dict[str, str], conn_max_age: int) -> int:
+def start_django(
+    start_server: StartServer, env: dict[str, str], conn_max_age: int, pool: int = 0
+) -> int:
     require("django")
     require("gevent")
     gunicorn = require("gunicorn.config")
@@ -40,6 +42,7 @@ def start_django(start_server: StartServer, env: dict[str, str], conn_max_age: i
     env = {
         **env,
         "CONN_MAX_AGE": str(conn_max_age),
+        "RECIPE_POOL": str(pool),
         "RECIPE_APP_NAME": f"psycogreen-recipe-django-{os.getpid()}-{port}",
     }
     server = start_server([*args, "recipe.wsgi"], cwd=APP, env=env, name=f"django-{port}")
@@ -115,3 +118,25 @@ def test_manage_py_patches_for_commands(recipe_env: dict[str, str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "gevent 1"
+
+
+def test_pooled_backend_shares_max_size_connections(
+    start_server: StartServer, recipe_env: dict[str, str]
+) -> None:
+    """ENGINE psycogreen.core.django: 20 concurrent requests over a pool of 5."""
+    port = start_django(start_server, recipe_env, conn_max_age=0, pool=5)
+    elapsed, results = burst(port, "/sleep/?s=0.2", 20)
+    assert [status for status, _ in results] == [200] * 20
+    assert {body["driver"] for _, body in results} == {"psycopg2"}
+    pids = {body["backend_pid"] for _, body in results}
+    print(f"\ndjango pooled: 20 requests x pg_sleep(0.2) over 5 connections in {elapsed:.2f} s")
+    assert len(pids) <= 5, pids
+    assert elapsed >= 0.8 - 0.05, elapsed  # 4 rounds of 5: the pool's maximum holds
+    assert elapsed < 2.0, elapsed
+    # Back in the pool, not closed: the next burst reuses the same server connections.
+    _, again = burst(port, "/sleep/?s=0.01", 10)
+    assert {body["backend_pid"] for _, body in again} <= pids
+    status, body = get(port, "/connections/")
+    assert status == 200
+    assert sum(body.values()) <= 5, body  # this request's connection is one of the pool's
+    assert body.get("active") == 1, body

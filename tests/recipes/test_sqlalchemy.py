@@ -46,3 +46,28 @@ def test_shared_queue_pool(sched: str, recipe_env: dict[str, str]) -> None:
     # garbage collector (measured: 0 to 4 of the 20 kills).
     assert sum(out["server_after_dispose"].values()) <= 20, out["server_after_dispose"]
     assert out["server_after_gc"] == {}
+
+
+GREEN = EXAMPLES / "sqlalchemy_pool" / "green_pool.py"
+
+
+@pytest.mark.parametrize("sched", ["gevent", "eventlet"])
+def test_engine_on_the_green_pool(sched: str, recipe_env: dict[str, str]) -> None:
+    """NullPool + creator=pool.getconn + close_returns: 200 green threads, 20 killed."""
+    require("sqlalchemy")
+    require(sched)
+    out = json.loads(run_script(GREEN, sched, env=recipe_env, timeout=60).splitlines()[-1])
+    print(f"\n{sched}: {out}")
+    assert out["scheduler"] == sched
+    assert out["killed_in_query"] == 5
+    assert out["errors"] == []
+    assert out["completed"] == 180
+    assert out["elapsed"] < 5
+    stats = out["stats"]
+    assert stats["pool_size"] == stats["pool_available"] <= 10, stats  # nothing checked out
+    assert out["server"] == {"idle": stats["pool_size"]}, out  # exactly the pool's, all idle
+    assert out["exhausted"] == "PoolTimeout"
+    assert 1.0 <= out["waited"] < 1.3, out
+    assert out["after"] == 42
+    assert out["checked_out_end"] == 0
+    assert out["server_after_close"] == {}

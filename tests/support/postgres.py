@@ -143,20 +143,21 @@ class ThrowawayPostgres:
         for attempt in range(5):
             self.port = _free_port()
             opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+            self._start_args = self._cmd(
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port} {opts}",
+                "start",
+            )
             out = subprocess.run(
-                self._cmd(
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(log),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    f"-p {self.port} {opts}",
-                    "start",
-                ),
+                self._start_args,
                 capture_output=True,
                 text=True,
                 check=False,
@@ -171,6 +172,13 @@ class ThrowawayPostgres:
                 self._cleanup()
                 raise RuntimeError(f"pg_ctl start failed:\n{out.stdout}\n{out.stderr}\n{tail}")
         raise AssertionError("unreachable")
+
+    def restart_commands(self) -> tuple[list[str], list[str]]:
+        """The commands that stop the running server (``-m fast``: sessions are terminated) and
+        start it again on the same port and data, for a test of a server restart."""
+        assert self.tmp is not None
+        stop = self._cmd(str(self._bindir / "pg_ctl"), "-D", str(self.tmp / "data"), "-m")
+        return [*stop, "fast", "-w", "stop"], list(self._start_args)
 
     def stop(self) -> None:
         if self.tmp is None:

@@ -10,6 +10,8 @@ on stdout:
 - ``thaw``: forward again, including what piled up meanwhile;
 - ``thaw-after SECONDS``: thaw then, by itself (for a client that cannot send ``thaw``: one
   blocked with the GIL held, in psycopg2's ``conn.cancel()``);
+- ``delay SECONDS``: from now on, hold each new connection that long before connecting it
+  upstream (a slow server, or a slow network, at connect time);
 - ``count``: the number of upstream connections open (a backend each, once started);
 - ``quit``.
 
@@ -65,6 +67,9 @@ class Proxy:
     def thaw_after(self, seconds: float) -> None:
         self._command(f"thaw-after {seconds}")
 
+    def delay(self, seconds: float) -> None:
+        self._command(f"delay {seconds}")
+
     def count(self) -> int:
         return int(self._command("count"))
 
@@ -112,19 +117,28 @@ def _serve(target: tuple[str, int]) -> None:  # noqa: PLR0912 (one small event l
             else:
                 sel.unregister(s)
 
+    delay = 0.0
+    held: list[tuple[float, socket.socket]] = []  # (due, client) of delayed connections
+
     def accept() -> bool:
         try:
             client, _ = listener.accept()
         except BlockingIOError:
             return False
         client.setblocking(True)
+        if delay > 0:
+            held.append((time.monotonic() + delay, client))
+            return True
+        connect(client)
+        return True
+
+    def connect(client: socket.socket) -> None:
         upstream = socket.create_connection(target)
         for s in (client, upstream):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sel.register(s, selectors.EVENT_READ, "data")
         peers[client], peers[upstream] = upstream, client
         upstreams.add(upstream)
-        return True
 
     sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
     watch(True)
@@ -140,8 +154,11 @@ def _serve(target: tuple[str, int]) -> None:  # noqa: PLR0912 (one small event l
 
     thaw_at: float | None = None
     while True:
-        wait = None if thaw_at is None else max(0.0, thaw_at - time.monotonic())
+        dues = [due for due in (thaw_at, held[0][0] if held and not frozen else None) if due]
+        wait = max(0.0, min(dues) - time.monotonic()) if dues else None
         events = sel.select(wait)
+        while held and not frozen and held[0][0] <= time.monotonic():
+            connect(held.pop(0)[1])
         if thaw_at is not None and time.monotonic() >= thaw_at:
             thaw_at = None
             if frozen:
@@ -159,6 +176,8 @@ def _serve(target: tuple[str, int]) -> None:  # noqa: PLR0912 (one small event l
                     thaw()
                 elif command == "thaw-after":
                     thaw_at = time.monotonic() + float(argument)
+                elif command == "delay":
+                    delay = float(argument)
                 print(len(upstreams) if command == "count" else command, flush=True)
             elif key.data == "accept":
                 accept()

@@ -6,7 +6,8 @@ is refused; it then installs the callback directly (the 1.x way), so that the re
 first wait is exercised too. Every answer is JSON; an exception becomes a 500 naming it.
 
 Endpoints: ``/mode``, ``/query?sleep=S``, ``/big?mib=N``, ``/timeout?limit=S&sleep=S``,
-``/thread``.
+``/thread``, ``/pooled?sleep=S`` (a query on a connection of psycogreen's pool, at most
+``POOL_MAX`` connections), ``/pool``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,37 @@ else:
         psycopg2.connect(DSN, application_name=APP_NAME, connect_timeout=5).close()
     except UwsgiModeError as exc:
         STATE["import_error"] = str(exc)
+
+
+POOL_MAX = 5
+_pool: list[Any] = []
+
+
+def _the_pool() -> Any:
+    # Made on the first request that needs it: only the supported mode gets that far.
+    if not _pool:
+        from psycogreen.core.pool import ConnectionPool
+
+        _pool.append(
+            ConnectionPool(
+                DSN,
+                min_size=1,
+                max_size=POOL_MAX,
+                timeout=10,
+                kwargs={"application_name": APP_NAME + "-pool"},
+            )
+        )
+    return _pool[0]
+
+
+def pooled(q: dict[str, str]) -> dict[str, Any]:
+    with _the_pool().connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), pg_sleep(%s)", [float(q.get("sleep", "0"))])
+        return {"backend": cur.fetchone()[0]}
+
+
+def pool_stats(_q: dict[str, str]) -> dict[str, Any]:
+    return dict(_the_pool().get_stats())
 
 
 def connect() -> Any:
@@ -145,6 +177,8 @@ ROUTES: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
     "/big": big,
     "/timeout": timeout,
     "/thread": thread,
+    "/pooled": pooled,
+    "/pool": pool_stats,
 }
 
 

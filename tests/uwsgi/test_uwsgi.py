@@ -187,3 +187,28 @@ def test_refused_mode(start_uwsgi: StartServer, mode: str) -> None:
         assert body["message"] == message
     log = server.log_text()  # nothing was registered with uWSGI
     assert "ASYNC call without async mode" not in log
+
+
+def test_pool_shares_fewer_connections_than_requests(green_server: UwsgiServer, conn: Any) -> None:
+    """``--async 20``: 20 concurrent requests share the pool's 5 connections."""
+    assert green_server.get("/pooled?sleep=0")[0] == 200  # the pool is made and opened
+    elapsed, results = concurrently(green_server, "/pooled?sleep=0.2", 20)
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert [status for status, _ in results] == [200] * 20, results
+    backends = {body["backend"] for _, body in results}
+    print(
+        f"20 requests x pg_sleep(0.2) over a pool of 5: {elapsed:.3f} s, {len(backends)} backends"
+    )
+    assert len(backends) <= 5, backends
+    assert elapsed >= 4 * 0.2 - 0.05, elapsed  # at most 5 at once: 4 rounds
+    assert elapsed < 3.0, elapsed
+    status, stats = green_server.get("/pool")
+    assert status == 200
+    assert stats["pool_size"] == stats["pool_available"] <= 5, stats
+    assert stats["requests_waiting"] == 0, stats
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [APP_NAME + "-pool"],
+        )
+        assert cur.fetchone()[0] == stats["pool_size"]
