@@ -96,7 +96,14 @@ def _imports(path: Path, module: str, known: set[str]) -> set[str]:
                 names = [f"{PACKAGE}.{stem}" if stem else PACKAGE]
             else:
                 names = [node.module or ""]
-            names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            # ``from package import module`` imports that module (the package is only its
+            # parent); ``from module import name`` imports the module.
+            base = names[0][len(PACKAGE) + 1 :]
+            subs = [f"{names[0]}.{a.name}" for a in node.names]
+            if any(sub[len(PACKAGE) + 1 :] in known for sub in subs) and base != "":
+                names = subs
+            else:
+                names += subs
         for name in names:
             if not name.startswith(PACKAGE + "."):
                 continue
