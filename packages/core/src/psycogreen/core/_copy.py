@@ -60,6 +60,7 @@ from psycogreen.core._copy_libpq import (
 from psycogreen.core._detect import installed_backend
 from psycogreen.core._errors import PsycogreenError
 from psycogreen.core._inflight import current_task, inflight
+from psycogreen.core._observe import reports_copy_stop
 from psycogreen.core._types import WaitFunc
 
 if TYPE_CHECKING:
@@ -794,6 +795,7 @@ class _Copy:
         except BaseException:  # noqa: BLE001, S110 (the original exception propagates)
             pass
 
+    @reports_copy_stop(_Expired)
     def stop(self) -> tuple[int, BaseException | None]:
         """End what is in flight within the cancel timeout, or close the connection.
 

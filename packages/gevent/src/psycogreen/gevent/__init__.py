@@ -130,6 +130,7 @@ BACKEND = Backend(
     event=_event,
     lock=gevent.lock.RLock,
     spawn=_spawn,
+    interrupt_reasons=((gevent.Timeout, "timeout"), (gevent.GreenletExit, "kill")),
     # psycogreen 1.0.2's module had the same name as this one.
     equivalents=frozenset({("psycogreen.gevent", "gevent_wait_callback")}),
 )
