@@ -455,6 +455,7 @@ def opentelemetry(sched: Scheduler, dsn: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "blocked_hub",
     "cancelled",
     "connect_deadline",
     "copy_interrupted",
@@ -467,3 +468,89 @@ __all__ = [
     "prometheus",
     "waits",
 ]
+
+
+# --- who blocked the hub (gevent's monitor thread) --------------------------------------------
+
+
+def blocked_hub(
+    sched: Scheduler, dsn: str, how: str = "not_patched", watch: str = "plugin"
+) -> dict[str, Any]:
+    """A query that blocks gevent's hub while its monitor thread runs (``max_blocking_time``).
+
+    The environment enables the monitor (``GEVENT_MONITOR_THREAD_ENABLE=1``,
+    ``GEVENT_MAX_BLOCKING_TIME``). gevent reports a block at the second of its checks after the
+    last switch, so between one and two periods after the block began, depending on where in
+    the period it began. The query is started just before a check (synchronised on a monitoring
+    function of the monitor thread itself), so that gevent reports it one period in; what is
+    measured is when psycogreen's warning comes, from the start of the query.
+
+    ``how``: ``not_patched`` (the plugin off, ``PSYCOGREEN_GEVENT_AUTOPATCH=0``), ``foreign``
+    (a callback of other code that blocks), ``patched`` (the control: nothing to report).
+    ``watch``: ``plugin`` (the monkey plugin installed the watcher in ``patch_all()``) or
+    ``call`` (``psycogreen.gevent.watch_blocking()``).
+    """
+    import os
+
+    import gevent
+    import gevent.events
+    from gevent.socket import wait_read
+
+    import psycogreen.gevent
+    from psycogreen.gevent import _monitor
+
+    watching = _monitor.watching()
+    if watch == "call":
+        psycogreen.gevent.watch_blocking()
+    records = _Records("psycogreen")
+    recorder = _subscribe()
+    if how == "patched":
+        _patch(sched)
+    elif how == "foreign":
+
+        from gevent.monkey import get_original
+
+        real_select = get_original("select", "select")
+
+        def blocking_wait(conn: Any) -> None:  # waits without ever yielding to the hub
+            while conn.poll() != psycopg2.extensions.POLL_OK:
+                real_select([conn.fileno()], [], [], 5.0)
+
+        psycopg2.extensions.set_wait_callback(blocking_wait)
+    conn = psycopg2.connect(_dsn(dsn))
+    pid = conn.get_backend_pid()
+    cur = conn.cursor()
+    reports: list[float] = []
+
+    def on_gevent_event(event: object) -> None:
+        if isinstance(event, gevent.events.EventLoopBlocked):
+            reports.append(time.time())
+
+    gevent.events.subscribers.append(on_gevent_event)
+    gevent.sleep(0.01)  # the hub runs: its monitor thread starts
+    monitor = gevent.get_hub().periodic_monitoring_thread
+    period = float(gevent.config.max_blocking_time)
+    read_end, write_end = os.pipe()
+    monitor.add_monitoring_function(lambda _hub: os.write(write_end, b"."), period)
+    wait_read(read_end)  # a check has just run
+    os.read(read_end, 1)
+    gevent.sleep(period * 0.7)  # the last switch, just before the next check
+    start = time.time()
+    cur.execute("SELECT pg_sleep(0.6)")
+    end = time.time()
+    gevent.sleep(period * 2)
+    monitor.add_monitoring_function(lambda _hub: None, None)
+    warnings = [
+        (r.created - start, r.getMessage()) for r in records.records if r.levelno >= logging.WARNING
+    ]
+
+    conn.close()
+    return {
+        "pid": pid,
+        "period": period,
+        "watching_after_patch_all": watching,
+        "query": end - start,
+        "gevent_reports": [at - start for at in reports],
+        "warnings": warnings,
+        "records": [d for d in recorder.dicts() if d["kind"] == "loop_blocked"],
+    }

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterator
 
 from psycogreen.core import _emit, _patch
+from psycogreen.core._conninfo import server_of
 from psycogreen.core._emit import Subscriber
 from psycogreen.core._eventlog import LogSubscriber
 from psycogreen.core._records import (
@@ -70,6 +71,7 @@ __all__ = [
     "emit",
     "listening",
     "log_events",
+    "server_of",
     "set_wait_sampling",
     "subscribe",
     "subscribed",
