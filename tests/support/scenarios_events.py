@@ -167,7 +167,7 @@ def failover(sched: Scheduler, dsn: str) -> dict[str, Any]:
         target = psycopg2.extensions.make_dsn(
             user=params.get("user", "postgres"),
             dbname=params.get("dbname", "postgres"),
-            host=",".join(["127.0.0.1", "127.0.0.1", host]),
+            host=f"127.0.0.1,127.0.0.1,{host}",
             port=f"{refused},{proxy.port},{port}",
             connect_timeout=2,
             application_name=APP,
@@ -291,13 +291,20 @@ def waits(sched: Scheduler, dsn: str, sample: int = 1, queries: int = 20) -> dic
     out["with_wait_subscriber"] = _callback_name()
     out["is_patched"] = core.is_patched()
     out["scheduler"] = core.current_scheduler()
-    conn = psycopg2.connect(_dsn(dsn))
+    state: dict[str, Any] = {}
+
+    def work() -> None:  # in a task, as application code runs
+        state["conn"] = conn = psycopg2.connect(_dsn(dsn))
+        cur = conn.cursor()
+        cur.execute("SELECT pg_sleep(0.05)")
+        for _ in range(queries):
+            cur.execute("SELECT 1")
+        conn.commit()
+
+    sched.join([sched.spawn(work)])
+    conn = state["conn"]
     pid = conn.get_backend_pid()
     cur = conn.cursor()
-    cur.execute("SELECT pg_sleep(0.05)")
-    for _ in range(queries):
-        cur.execute("SELECT 1")
-    conn.commit()
     events.unsubscribe(timed)
     out["after_unsubscribe"] = _callback_name()
     cur.execute("SELECT 1")  # not timed any more
@@ -447,7 +454,9 @@ def opentelemetry(sched: Scheduler, dsn: str) -> dict[str, Any]:
     spans = [
         {
             "name": span.name,
-            "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+            "events": [
+                {"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events
+            ],
         }
         for span in exporter.get_finished_spans()
     ]
@@ -507,7 +516,6 @@ def blocked_hub(
     if how == "patched":
         _patch(sched)
     elif how == "foreign":
-
         from gevent.monkey import get_original
 
         real_select = get_original("select", "select")

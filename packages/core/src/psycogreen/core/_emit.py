@@ -88,7 +88,7 @@ def emit_wait(record: EventRecord) -> None:
 def _deliver(fn: Subscriber, record: EventRecord) -> None:
     try:
         fn(record)
-    except Exception:
+    except Exception:  # noqa: BLE001 (an event never changes the operation it reports)
         if id(fn) not in _failed:
             _failed.add(id(fn))
             _log.exception("psycogreen event subscriber %r failed on %s", fn, record.kind)
@@ -96,8 +96,7 @@ def _deliver(fn: Subscriber, record: EventRecord) -> None:
 
 def add_reasons(pairs: Iterable[tuple[type[BaseException], CancelReason]]) -> None:
     """Say what the exceptions a scheduler throws into a waiting task mean."""
-    for exc_type, reason in pairs:
-        _reasons[exc_type] = reason
+    _reasons.update(pairs)
 
 
 def reason_of(interrupt: BaseException | None) -> CancelReason:

@@ -13,10 +13,11 @@ import itertools
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from psycogreen.core import _emit
 from psycogreen.core._conninfo import server_of
+from psycogreen.core._errors import CannotSwitchHere
 from psycogreen.core._records import (
     CancelFinished,
     CancelOutcome,
@@ -43,6 +44,7 @@ __all__ = [
 
 _ids = itertools.count(1)
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 # --- cancels ----------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class CancelReport:
         self.background = self._take()
         return self.background
 
-    def finished(self, sent: bool) -> None:  # noqa: FBT001 (the request's result)
+    def finished(self, *, sent: bool) -> None:
         """The request's task is done: report it if the caller has gone on without it."""
         if self._take():
             return  # the caller is still waiting: it reports the outcome
@@ -106,7 +108,7 @@ def cancel_started(
     return CancelReport(conn, reason or _emit.reason_of(interrupt))
 
 
-def cancelled(report: CancelReport | None, sent: bool | None, *, kept: bool) -> None:
+def cancelled(report: CancelReport | None, *, sent: bool | None, kept: bool) -> None:
     """Report the outcome of the cancel as the stopped task sees it."""
     if report is None:
         return
@@ -151,9 +153,7 @@ def hub_blocked(conn: object, scheduler: str, seconds: float, bound: float) -> N
         return
     pid, host, port = server_of(conn)
     _emit.emit(
-        HubBlocked(
-            scheduler=scheduler, seconds=seconds, bound=bound, pid=pid, host=host, port=port
-        )
+        HubBlocked(scheduler=scheduler, seconds=seconds, bound=bound, pid=pid, host=host, port=port)
     )
 
 
@@ -187,36 +187,37 @@ class _Watched:
 
 def reports_attempt(
     timed_out: type[BaseException],
-) -> Callable[[Callable[..., R]], Callable[..., R]]:
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Report every call of the connect's one-attempt function as a :class:`ConnectAttempt`.
 
-    The function is called ``(connect, dsn, attempt, seconds, failures)`` and returns the
-    connection, or ``None`` after adding the failure to ``failures``; a failure of type
-    ``timed_out`` is a timeout.
+    The function is called ``(connect, dsn, attempt, seconds, failures)``, by position, and
+    returns the connection, or ``None`` after adding the failure to ``failures``; a failure of
+    type ``timed_out`` is a timeout.
     """
 
-    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
-        def attempt(
-            connect: object, dsn: str, target: _Attempt, seconds: float | None, failures: _Failures
-        ) -> R:
+        def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
             if not _emit.subscribers:
-                return func(connect, dsn, target, seconds, failures)
-            watched = _Watched(failures)
+                return func(*args, **kwargs)
+            connect, dsn, target, seconds, failures = args
+            watched = _Watched(cast("_Failures", failures))
+            call = cast("Callable[..., R]", func)
+            where = cast("_Attempt", target)
+            limit = cast("float | None", seconds)
             started = time.monotonic()
             try:
-                conn = func(connect, dsn, target, seconds, watched)
+                conn = call(connect, dsn, target, seconds, watched)
             except BaseException:
                 # Out of time before the attempt began (its failure was added), or stopped.
-                outcome = "timed_out" if watched.last is not None else "interrupted"
-                _attempted(target, outcome, started, seconds, watched.last, None)
+                stopped: _Outcome = "timed_out" if watched.last is not None else "interrupted"
+                _attempted(where, stopped, started, limit, watched.last, None)
                 raise
-            if conn is not None:
-                _attempted(target, "connected", started, seconds, None, conn)
-            else:
+            outcome: _Outcome = "connected"
+            if conn is None:
                 timeout = watched.last is not None and isinstance(watched.last[0], timed_out)
                 outcome = "timed_out" if timeout else "failed"
-                _attempted(target, outcome, started, seconds, watched.last, None)
+            _attempted(where, outcome, started, limit, watched.last, conn)
             return conn
 
         return attempt
@@ -224,9 +225,12 @@ def reports_attempt(
     return decorate
 
 
+_Outcome = Literal["connected", "failed", "timed_out", "interrupted"]
+
+
 def _attempted(  # noqa: PLR0913, PLR0917 (one record's fields)
     target: _Attempt,
-    outcome: Literal["connected", "failed", "timed_out", "interrupted"],
+    outcome: _Outcome,
     started: float,
     limit: float | None,
     failure: tuple[BaseException, str] | None,
@@ -338,23 +342,25 @@ class TimedWaits:
             _emit.countdown -= 1
             return wait(fd, timeout)
         _emit.countdown = _emit.sample_every
-        ready = False
         started = time.perf_counter()
         try:
             ready = wait(fd, timeout)
-        finally:
-            seconds = time.perf_counter() - started
-            if self._server is None:
-                self._server = server_of(self._conn)
-            pid, host, port = self._server
-            _emit.emit_wait(
-                WaitTimed(
-                    direction=direction,
-                    seconds=seconds,
-                    ready=ready,
-                    pid=pid,
-                    host=host,
-                    port=port,
-                )
-            )
+        except CannotSwitchHere:
+            _emit.countdown = 1  # no wait happened: time the next one
+            raise
+        except BaseException:
+            # Interrupted: the time waited so far is reported, not ready.
+            self._report(direction, time.perf_counter() - started, ready=False)
+            raise
+        self._report(direction, time.perf_counter() - started, ready=ready)
         return ready
+
+    def _report(self, direction: Literal["read", "write"], seconds: float, *, ready: bool) -> None:
+        if self._server is None:
+            self._server = server_of(self._conn)
+        pid, host, port = self._server
+        _emit.emit_wait(
+            WaitTimed(
+                direction=direction, seconds=seconds, ready=ready, pid=pid, host=host, port=port
+            )
+        )

@@ -230,7 +230,7 @@ psycopg2 calls it with the connection whenever libpq would block.
 """
 
 
-def _drive(
+def _drive(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
     conn: PollingConnection,
     backend: Backend | None,
     wait_read: WaitFunc,
@@ -351,7 +351,7 @@ def _send_cancel(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
         finally:
             done.set()
             if report is not None:
-                report.finished(bool(outcome and outcome[0]))
+                report.finished(sent=bool(outcome and outcome[0]))
 
     try:
         backend.spawn(send)
@@ -397,13 +397,13 @@ def _cancel_and_finish(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
         sent = _send_cancel(conn, backend, wait_read, wait_write, grace, report)
     except BaseException as exc:
         _chain(exc, interrupt)
-        _observe.cancelled(report, None, kept=False)
+        _observe.cancelled(report, sent=None, kept=False)
         raise
     if sent is None and interrupt is not None:
-        _observe.cancelled(report, None, kept=False)
+        _observe.cancelled(report, sent=None, kept=False)
         raise interrupt
     if not sent:
-        _observe.cancelled(report, None, kept=False)
+        _observe.cancelled(report, sent=None, kept=False)
         _raise_operational(
             "psycogreen: the statement had to be abandoned and the server could not be asked "
             f"to cancel it within {bound:g} s; the connection is closed"
@@ -418,16 +418,16 @@ def _cancel_and_finish(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
             ready = remaining > 0 and wait(conn.fileno(), remaining)
         except BaseException as exc:
             _chain(exc, interrupt)
-            _observe.cancelled(report, sent, kept=False)
+            _observe.cancelled(report, sent=sent, kept=False)
             raise
         if not ready:
-            _observe.cancelled(report, sent, kept=False)
+            _observe.cancelled(report, sent=sent, kept=False)
             _raise_operational(
                 "psycogreen: the server did not answer a cancel request within "
                 f"{bound:g} s; the connection is closed"
             )
         state = conn.poll()
-    _observe.cancelled(report, sent, kept=True)
+    _observe.cancelled(report, sent=sent, kept=True)
 
 
 def _abandon(
@@ -456,9 +456,9 @@ def _abandon(
         pass
     except BaseException as exc:
         _chain(exc, interrupt)
-        _observe.cancelled(report, None, kept=False)
+        _observe.cancelled(report, sent=None, kept=False)
         raise
-    _observe.cancelled(report, sent, kept=False)
+    _observe.cancelled(report, sent=sent, kept=False)
 
 
 def _chain(exc: BaseException, first: BaseException | None) -> None:

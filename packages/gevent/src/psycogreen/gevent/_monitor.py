@@ -97,7 +97,7 @@ def watching() -> bool:
 
 
 def on_event(event: object) -> None:
-    """gevent's event subscriber: diagnose every ``EventLoopBlocked``; ignore the rest."""
+    """Diagnose every ``EventLoopBlocked`` of gevent's events; ignore the rest."""
     global _last  # noqa: PLW0603 (one monitor thread per hub; a few reads and writes)
     if not isinstance(event, gevent_events.EventLoopBlocked):
         return
@@ -260,32 +260,29 @@ def _psycopg2_cause() -> tuple[Cause, str | None, str]:
             if not enabled()
             else "patch_psycopg() has not run (yet), or psycopg2's callback was removed"
         )
-        return (
-            "not_patched",
-            None,
+        advice = (
             f"psycopg2 has no wait callback ({why}), so libpq waited for the server inside a C "
             "call, blocking every greenlet. Call psycogreen.gevent.patch_psycopg() right after "
-            "gevent.monkey.patch_all(), before any connection is made or query run.",
+            "gevent.monkey.patch_all(), before any connection is made or query run."
         )
+        return "not_patched", None, advice
     func = getattr(callback, "func", callback)
     name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
     from psycogreen.core import current_scheduler  # noqa: PLC0415 (reads psycopg2's state)
 
     if current_scheduler() is None:
-        return (
-            "foreign_callback",
-            name,
+        advice = (
             f"psycopg2's wait callback is {name}, not psycogreen's, and it blocked the hub. "
-            "Install psycogreen's with psycogreen.gevent.patch_psycopg(force=True).",
+            "Install psycogreen's with psycogreen.gevent.patch_psycopg(force=True)."
         )
-    return (
-        "blocking_call",
-        name,
+        return "foreign_callback", name, advice
+    advice = (
         "psycopg2 blocked although psycogreen's wait callback is installed: the call is one "
         "psycopg2 makes without the callback (its own conn.cancel() on a connection made "
         "before patching, a large object). Use a connection made after patch_psycopg() "
-        "(psycopg2.connect then guards it) or run the call in a thread (gevent.threadpool).",
+        "(psycopg2.connect then guards it) or run the call in a thread (gevent.threadpool)."
     )
+    return "blocking_call", name, advice
 
 
 def _psycopg3_advice() -> str:
