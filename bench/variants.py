@@ -18,6 +18,9 @@ Variants (one scheduler per process, one wait callback per process):
 - ``asyncpg-uvloop``: asyncpg on the uvloop event loop.
 - ``pgbench``: PostgreSQL's own C client, the floor.
 - ``floor`` (server-free section only): a bare ``poll()`` / ``poll(2)`` loop, no library.
+- ``gevent-sub``, ``eventlet-sub``: the backend with a no-op events subscriber
+  (``psycogreen.core.events``); ``gevent-timed``, ``eventlet-timed``: with a no-op subscriber of
+  per-wait timing (``waits=True``), which installs the callback's timing twin.
 """
 
 from __future__ import annotations
@@ -33,12 +36,21 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
 sys.path.append(HERE)  # for bench/legacy.py
 
 VARIANT = sys.argv[2] if __name__ == "__main__" and len(sys.argv) > 2 else ""
+# The backend variants with an events subscriber: (backend, per-wait timing?).
+SUBSCRIBED = {
+    "gevent-sub": ("gevent", False),
+    "gevent-timed": ("gevent", True),
+    "eventlet-sub": ("eventlet", False),
+    "eventlet-timed": ("eventlet", True),
+}
+GEVENT = {"gevent", "legacy-gevent", "psycopg3-gevent", "gevent-sub", "gevent-timed"}
+EVENTLET = {"eventlet", "legacy-eventlet", "eventlet-sub", "eventlet-timed"}
 
-if VARIANT in {"gevent", "legacy-gevent", "psycopg3-gevent"}:
+if VARIANT in GEVENT:
     from gevent import monkey
 
     monkey.patch_all()
-elif VARIANT in {"eventlet", "legacy-eventlet"}:
+elif VARIANT in EVENTLET:
     import warnings
 
     warnings.simplefilter("ignore")  # eventlet announces its deprecation on import
@@ -106,12 +118,12 @@ class Runtime:
             self.callback = self._install_callback(variant)
             if psycopg2.extensions.get_wait_callback() is not self.callback:
                 raise RuntimeError(f"{variant}: the wait callback is not the expected one")
-        if variant in {"gevent", "legacy-gevent", "psycopg3-gevent"}:
+        if variant in GEVENT:
             import gevent
 
             self._gevent = gevent
             self.green = "gevent"
-        elif variant in {"eventlet", "legacy-eventlet"}:
+        elif variant in EVENTLET:
             import eventlet
 
             self._eventlet = eventlet
@@ -141,6 +153,15 @@ class Runtime:
 
             psycogreen.eventlet.patch_psycopg()
             return psycogreen.eventlet.eventlet_wait_callback
+        if variant in SUBSCRIBED:
+            import importlib
+
+            import psycogreen.core.events
+
+            backend, timed = SUBSCRIBED[variant]
+            importlib.import_module(f"psycogreen.{backend}").patch_psycopg()
+            psycogreen.core.events.subscribe(lambda record: None, waits=timed)
+            return psycopg2.extensions.get_wait_callback()  # type: ignore[no-any-return]
         if variant in {"legacy-gevent", "legacy-eventlet"}:
             import legacy
 
