@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import RunGreen
 from tests.support import scenarios_events
-from tests.support.env import missing
+from tests.support.env import missing, require
 
 pytestmark = pytest.mark.postgres
 
@@ -29,8 +29,14 @@ MONITOR = {
 GROUP = "gevent.plugins.monkey.did_patch_builtins"
 
 
-def _blocked(run_green: RunGreen, how: str, watch: str) -> dict[str, Any]:
-    return run_green("gevent", scenarios_events.blocked_hub, environ=MONITOR, how=how, watch=watch)
+def _blocked(run_green: RunGreen, how: str, watch: str, **environ: str) -> dict[str, Any]:
+    return run_green(
+        "gevent",
+        scenarios_events.blocked_hub,
+        environ={**MONITOR, **environ},
+        how=how,
+        watch=watch,
+    )
 
 
 def _check_warning(out: dict[str, Any], cause: str, fix: str) -> dict[str, Any]:
@@ -42,11 +48,13 @@ def _check_warning(out: dict[str, Any], cause: str, fix: str) -> dict[str, Any]:
     assert at < PERIOD + 0.1, out
     assert fix in message, message
     assert "scenarios_events.py" in message, message  # the application's call site
-    assert f"backend pid {out['pid']}" in message, message
+    if out["pid"] is not None:
+        assert f"backend pid {out['pid']}" in message, message
     (record,) = out["records"]
     assert record["cause"] == cause, record
     assert record["scheduler"] == "gevent", record
-    assert record["pid"] == out["pid"], record
+    if cause != "psycopg3":  # psycopg 3's connections are not psycopg2's: no pid to read
+        assert record["pid"] == out["pid"], record
     assert record["blocked_for"] == PERIOD, record
     assert record["site"].split(" in ")[1] == "blocked_hub", record
     return record
@@ -68,6 +76,19 @@ def test_the_plugin_watches_and_names_an_unpatched_query(
 def test_an_unpatched_query_is_named_with_its_fix(scheduler: str, run_green: RunGreen) -> None:
     out = _blocked(run_green, "not_patched", "call")
     _check_warning(out, "not_patched", "right after gevent.monkey.patch_all()")
+
+
+def test_an_unpatched_connect_is_named(scheduler: str, run_green: RunGreen) -> None:
+    out = _blocked(run_green, "connect", "call")  # a frame of psycopg2.connect() itself
+    record = _check_warning(out, "not_patched", "right after gevent.monkey.patch_all()")
+    assert record["pid"] is None, record  # no connection yet
+
+
+def test_psycopg3_with_its_c_wait_is_named(scheduler: str, run_green: RunGreen) -> None:
+    require("psycopg")
+    out = _blocked(run_green, "psycopg3", "call", PSYCOPG_WAIT_FUNC="wait_c")
+    record = _check_warning(out, "psycopg3", "import psycopg only after")
+    assert "wait_c" in record["advice"], record
 
 
 def test_a_foreign_blocking_callback_is_named(scheduler: str, run_green: RunGreen) -> None:

@@ -494,8 +494,10 @@ def blocked_hub(
     function of the monitor thread itself), so that gevent reports it one period in; what is
     measured is when psycogreen's warning comes, from the start of the query.
 
-    ``how``: ``not_patched`` (the plugin off, ``PSYCOGREEN_GEVENT_AUTOPATCH=0``), ``foreign``
-    (a callback of other code that blocks), ``patched`` (the control: nothing to report).
+    ``how``: ``not_patched`` (the plugin off, ``PSYCOGREEN_GEVENT_AUTOPATCH=0``), ``connect``
+    (an unpatched connect to a server that answers after 0.6 s), ``foreign`` (a callback of
+    other code that blocks), ``psycopg3`` (psycopg 3 with its C wait, ``PSYCOPG_WAIT_FUNC``),
+    ``patched`` (the control: nothing to report).
     ``watch``: ``plugin`` (the monkey plugin installed the watcher in ``patch_all()``) or
     ``call`` (``psycogreen.gevent.watch_blocking()``).
     """
@@ -525,9 +527,17 @@ def blocked_hub(
                 real_select([conn.fileno()], [], [], 5.0)
 
         psycopg2.extensions.set_wait_callback(blocking_wait)
-    conn = psycopg2.connect(_dsn(dsn))
-    pid = conn.get_backend_pid()
-    cur = conn.cursor()
+    proxy = Proxy(*_server(dsn)) if how == "connect" else None
+    if how == "psycopg3":
+        import psycopg
+
+        conn: Any = psycopg.connect(_dsn(dsn), autocommit=True)
+        pid = conn.info.backend_pid
+        cur: Any = conn
+    elif proxy is None:
+        conn = psycopg2.connect(_dsn(dsn))
+        pid = conn.get_backend_pid()
+        cur = conn.cursor()
     reports: list[float] = []
 
     def on_gevent_event(event: object) -> None:
@@ -542,9 +552,16 @@ def blocked_hub(
     monitor.add_monitoring_function(lambda _hub: os.write(write_end, b"."), period)
     wait_read(read_end)  # a check has just run
     os.read(read_end, 1)
-    gevent.sleep(period * 0.7)  # the last switch, just before the next check
+    gevent.sleep(period * 0.8)  # the last switch, just before the next check
     start = time.time()
-    cur.execute("SELECT pg_sleep(0.6)")
+    if proxy is not None:
+        proxy.freeze()
+        proxy.thaw_after(0.6)
+        start = time.time()
+        conn = psycopg2.connect(_dsn(dsn, proxy.port))
+        pid = None
+    else:
+        cur.execute("SELECT pg_sleep(0.6)")
     end = time.time()
     gevent.sleep(period * 2)
     monitor.add_monitoring_function(lambda _hub: None, None)
@@ -553,6 +570,8 @@ def blocked_hub(
     ]
 
     conn.close()
+    if proxy is not None:
+        proxy.close()
     return {
         "pid": pid,
         "period": period,
