@@ -160,7 +160,7 @@ class Runtime:
 
             backend, timed = SUBSCRIBED[variant]
             importlib.import_module(f"psycogreen.{backend}").patch_psycopg()
-            psycogreen.core.events.subscribe(lambda record: None, waits=timed)
+            psycogreen.core.events.subscribe(lambda _record: None, waits=timed)
             return psycopg2.extensions.get_wait_callback()  # type: ignore[no-any-return]
         if variant in {"legacy-gevent", "legacy-eventlet"}:
             import legacy

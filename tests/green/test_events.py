@@ -211,7 +211,10 @@ def test_per_wait_timing_samples(scheduler: str, run_green: RunGreen) -> None:
     sampled = run_green(scheduler, scenarios_events.waits, sample=4, queries=40)
     n_every = len(_only(every["records"], "wait_timed"))
     n_sampled = len(_only(sampled["records"], "wait_timed"))
-    assert n_every // 4 - 1 <= n_sampled <= n_every // 4 + 1, (n_every, n_sampled)
+    # One wait in four is timed; the two runs' numbers of waits differ by a few (how the
+    # server's answers split into reads), so a quarter of the first run's, within a quarter.
+    assert 0.75 * n_every / 4 <= n_sampled <= 1.25 * n_every / 4 + 1, (n_every, n_sampled)
+    assert n_every >= 40, n_every
 
 
 # --- subscribers and the logging adapter -------------------------------------------------------
