@@ -53,8 +53,7 @@ def _check_warning(out: dict[str, Any], cause: str, fix: str) -> dict[str, Any]:
     (record,) = out["records"]
     assert record["cause"] == cause, record
     assert record["scheduler"] == "gevent", record
-    if cause != "psycopg3":  # psycopg 3's connections are not psycopg2's: no pid to read
-        assert record["pid"] == out["pid"], record
+    assert record["pid"] == out["pid"], record
     assert record["blocked_for"] == PERIOD, record
     assert record["site"].split(" in ")[1] == "blocked_hub", record
     return record

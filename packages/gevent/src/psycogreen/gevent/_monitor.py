@@ -69,7 +69,7 @@ _CALLS = frozenset(
 )
 _CALL_OPS = frozenset(name for name in dis.opmap if name.startswith("CALL"))
 _NAME_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME"})
-_ACTIVE = 1  # psycopg2.extensions.TRANSACTION_STATUS_ACTIVE: a command is in progress
+_ACTIVE = 1  # libpq's PQTRANS_ACTIVE: a command is in progress
 _DEPTH = 40  # frames examined, innermost first
 _NEAR = 6  # of which those searched for the call site and the connection
 
@@ -143,7 +143,9 @@ def diagnose(frame: FrameType, blocked_for: float) -> events.LoopBlocked | None:
     # A call of psycopg2's C methods has no frame: the frame that makes it is the call site
     # (below a wait callback of other code, which psycopg2 calls from C, when there is one).
     caller = next((f for f in near if _calls_dbapi(f)), None)
-    if psycopg2_frames or (conn is not None and caller is not None):
+    ext = sys.modules.get("psycopg2.extensions")
+    psycopg2_conn = ext is not None and isinstance(conn, ext.connection)
+    if psycopg2_frames or (psycopg2_conn and caller is not None):
         site = _site(stack, psycopg2_frames) if psycopg2_frames else _where(caller)
         cause, callback, advice = _psycopg2_cause()
     elif psycopg3_frames:
@@ -186,22 +188,39 @@ def _is_psycopg3(name: str) -> bool:
     return _is_module(name, "psycopg") or _is_module(name, "psycopg_pool")
 
 
-def _busy_connection(frames: list[FrameType]) -> Any:  # noqa: ANN401 (a psycopg2 connection)
-    """The psycopg2 connection running a command, held by one of ``frames``' locals."""
-    ext = sys.modules.get("psycopg2.extensions")
-    if ext is None:
+def _busy_connection(frames: list[FrameType]) -> Any:  # noqa: ANN401 (a psycopg connection)
+    """The psycopg2 (or psycopg 3) connection running a command, held by ``frames``' locals."""
+    cursors, connections = _classes()
+    if not connections:
         return None
     for frame in frames:
-        for value in list(frame.f_locals.values()):
-            conn = value.connection if isinstance(value, ext.cursor) else value
-            if not isinstance(conn, ext.connection) or conn.closed:
+        values: list[Any] = list(frame.f_locals.values())
+        for value in values:
+            conn = value.connection if isinstance(value, cursors) else value
+            if not isinstance(conn, connections) or conn.closed:
                 continue
             try:
+                # psycopg2's TRANSACTION_STATUS_ACTIVE, psycopg 3's TransactionStatus.ACTIVE.
                 if conn.info.transaction_status == _ACTIVE:
                     return conn
             except Exception:  # noqa: BLE001, S112 (a connection libpq cannot describe)
                 continue
     return None
+
+
+def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The cursor and connection classes of psycopg2 and psycopg 3, of those imported."""
+    cursors: list[type] = []
+    connections: list[type] = []
+    ext = sys.modules.get("psycopg2.extensions")
+    if ext is not None:
+        cursors.append(ext.cursor)
+        connections.append(ext.connection)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        cursors += [c for c in (getattr(psycopg, "Cursor", None),) if isinstance(c, type)]
+        connections += [c for c in (getattr(psycopg, "Connection", None),) if isinstance(c, type)]
+    return tuple(cursors), tuple(connections)
 
 
 def _calls_dbapi(frame: FrameType) -> bool:
