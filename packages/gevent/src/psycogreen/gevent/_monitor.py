@@ -194,18 +194,25 @@ def _busy_connection(frames: list[FrameType]) -> Any:  # noqa: ANN401 (a psycopg
     if not connections:
         return None
     for frame in frames:
-        values: list[Any] = list(frame.f_locals.values())
-        for value in values:
-            conn = value.connection if isinstance(value, cursors) else value
-            if not isinstance(conn, connections) or conn.closed:
+        for value in list(frame.f_locals.values()):
+            conn: Any = getattr(value, "connection", None) if isinstance(value, cursors) else value
+            if not isinstance(conn, connections) or _closed(conn):
                 continue
             try:
                 # psycopg2's TRANSACTION_STATUS_ACTIVE, psycopg 3's TransactionStatus.ACTIVE.
-                if conn.info.transaction_status == _ACTIVE:
+                if _status(conn) == _ACTIVE:
                     return conn
             except Exception:  # noqa: BLE001, S112 (a connection libpq cannot describe)
                 continue
     return None
+
+
+def _status(conn: Any) -> int:  # noqa: ANN401 (a psycopg connection)
+    return int(conn.info.transaction_status)
+
+
+def _closed(conn: Any) -> bool:  # noqa: ANN401 (a psycopg connection)
+    return bool(conn.closed)
 
 
 def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
