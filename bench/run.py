@@ -103,6 +103,28 @@ SECTIONS = [
         quick_rounds=3,
     ),
     Section(
+        "observe",
+        "1b. What observing costs a wait: section 1's call with and without a subscriber",
+        "The call of section 1 in one process, alternating in 40 blocks between no subscriber, "
+        "a no-op subscriber of psycogreen's events, and a no-op subscriber of per-wait timing "
+        "(which installs the callback's timing twin): CPU µs per call in each mode, and the "
+        "ratios to no subscriber measured in the same process.",
+        ["gevent", "eventlet"],
+        "sub_ratio",
+        [
+            ("plain_us", "no subscriber µs/call", "{:.2f}"),
+            ("sub_us", "no-op subscriber µs/call", "{:.2f}"),
+            ("timed_us", "per-wait timing µs/call", "{:.2f}"),
+            ("sub_ratio", "subscriber / none", "{:.3f}"),
+            ("timed_ratio", "timing / none", "{:.2f}"),
+        ],
+        None,
+        {"calls": 200_000},
+        {"calls": 40_000},
+        rounds=5,
+        quick_rounds=2,
+    ),
+    Section(
         "latency",
         "2. Per-query latency and client CPU, one client",
         "`SELECT 1` in a loop on one connection. Wall latency on a shared 2-core VM is dominated "
@@ -361,6 +383,26 @@ def targets(results: dict[str, Any]) -> list[str]:
                 "≤ 0.70× 1.0.2",
                 text,
                 None if med is None else med <= 0.70,
+            )
+        )
+    for backend in ("gevent", "eventlet"):
+        values = metric("observe", backend, "sub_ratio")
+        med = statistics.median(values) if values else None
+        rows.append(
+            (
+                f"per-wait CPU with a no-op events subscriber, {backend}, same process",
+                "≤ 1.03× without",
+                _spread(values, "{:.3f}") if values else "not run",
+                None if med is None else med <= 1.03,
+            )
+        )
+        values = metric("observe", backend, "timed_ratio")
+        rows.append(
+            (
+                f"per-wait CPU with per-wait timing, {backend}, same process",
+                "measured",
+                _spread(values, "{:.2f}") if values else "not run",
+                None,
             )
         )
     for backend in ("gevent", "eventlet"):

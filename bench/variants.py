@@ -231,10 +231,9 @@ class Runtime:
 # -- sections for psycopg2 / psycopg 3 ---------------------------------------------------------
 
 
-def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
-    """One call of the wait callback: poll() -> POLL_READ, one wait on a readable fd, poll() -> POLL_OK."""
+def _server_free() -> tuple[Any, Any]:
+    """A psycopg2 connection object whose poll() answers POLL_READ then POLL_OK, on a readable fd."""
     import itertools
-    import select
     import socket
 
     import psycopg2.extensions as ext
@@ -248,6 +247,16 @@ def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
     conn = ServerFree.__new__(ServerFree)
     conn.poll = itertools.cycle((ext.POLL_READ, ext.POLL_OK)).__next__
     conn.fileno = ready.fileno
+    return conn, (ready, other)
+
+
+def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
+    """One call of the wait callback: poll() -> POLL_READ, one wait on a readable fd, poll() -> POLL_OK."""
+    import select
+
+    import psycopg2.extensions as ext
+
+    conn, _sockets = _server_free()
 
     callback = rt.callback
     if rt.variant == "floor":
@@ -283,6 +292,54 @@ def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
 
     rt.join([rt.spawn(run)])
     conn.__dict__.clear()
+    return out
+
+
+def s_observe(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
+    """Section 1's call with no subscriber, a no-op subscriber, per-wait timing: in one process.
+
+    The three modes alternate in short blocks (their order rotated per block), so that load
+    from elsewhere on the machine falls on each alike; CPU time is summed per mode.
+    """
+    import psycopg2.extensions as ext
+
+    from psycogreen.core import events
+
+    conn, _sockets = _server_free()
+    events.set_wait_sampling(int(p.get("sample", 1)))
+    calls = int(p["calls"])
+    blocks = int(p.get("blocks", 40))
+    per_block = max(1, calls // blocks)
+    modes = [("plain", False, False), ("sub", True, False), ("timed", True, True)]
+    cpu = {name: 0.0 for name, _, _ in modes}
+
+    def noop(_record: Any) -> None:
+        pass
+
+    def run() -> None:
+        callback = ext.get_wait_callback()
+        for _ in range(2000):  # warm up
+            callback(conn)
+        gc.collect()
+        for block in range(blocks):
+            order = modes[block % 3 :] + modes[: block % 3]
+            for name, subscribed, timed in order:
+                if subscribed:
+                    events.subscribe(noop, waits=timed)
+                callback = ext.get_wait_callback()
+                start = time.process_time()
+                for _ in range(per_block):
+                    callback(conn)
+                cpu[name] += time.process_time() - start
+                if subscribed:
+                    events.unsubscribe(noop)
+
+    rt.join([rt.spawn(run)])
+    conn.__dict__.clear()
+    n = per_block * blocks
+    out = {f"{name}_us": seconds / n * 1e6 for name, seconds in cpu.items()}
+    out["sub_ratio"] = cpu["sub"] / cpu["plain"]
+    out["timed_ratio"] = cpu["timed"] / cpu["plain"]
     return out
 
 
@@ -706,6 +763,7 @@ def pgbench_section(section: str, p: dict[str, Any]) -> dict[str, Any]:
 
 SECTIONS: dict[str, Callable[[Runtime, dict[str, Any]], dict[str, Any]]] = {
     "perwait": s_perwait,
+    "observe": s_observe,
     "latency": s_latency,
     "throughput": s_throughput,
     "concurrency": s_concurrency,
