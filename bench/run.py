@@ -60,11 +60,17 @@ LABELS = {
     "gevent": "**psycogreen-gevent**",
     "legacy-eventlet": "psycogreen 1.0.2, eventlet",
     "eventlet": "**psycogreen-eventlet**",
+    "gevent-sub": "psycogreen-gevent, a no-op events subscriber",
+    "gevent-timed": "psycogreen-gevent, per-wait timing (no-op subscriber)",
+    "eventlet-sub": "psycogreen-eventlet, a no-op events subscriber",
+    "eventlet-timed": "psycogreen-eventlet, per-wait timing (no-op subscriber)",
     "psycopg3-gevent": "psycopg 3, gevent",
     "asyncpg-uvloop": "asyncpg, uvloop",
     "pgbench": "pgbench (C, floor)",
 }
 GREEN_PAIR = ["legacy-gevent", "gevent", "legacy-eventlet", "eventlet"]
+# The backends with an events subscriber (section 1): what observing costs a wait.
+SUBSCRIBED = ["gevent-sub", "gevent-timed", "eventlet-sub", "eventlet-timed"]
 
 
 @dataclass
@@ -90,8 +96,10 @@ SECTIONS = [
         "1. Per-wait cost of the callback, server-free",
         "A real psycopg2 connection object whose `poll()` answers POLL_READ then POLL_OK and "
         "whose `fileno()` is an always-readable socket: one call = two polls + one full trip "
-        "through the scheduler. CPU time per call (the stable figure), wall time beside it.",
-        ["floor", "core", *GREEN_PAIR],
+        "through the scheduler. CPU time per call (the stable figure), wall time beside it. "
+        "The `-sub` and `-timed` variants subscribe a no-op function to psycogreen's events, "
+        "without and with per-wait timing.",
+        ["floor", "core", *GREEN_PAIR, *SUBSCRIBED],
         "cpu_us",
         [("cpu_us", "CPU µs/call", "{:.2f}"), ("wall_us", "wall µs/call", "{:.2f}")],
         "floor",
@@ -102,6 +110,28 @@ SECTIONS = [
         # every wait under a psycogreen timeout and of every connect with connect_timeout.
         cases=[{}, {"timeout": 5.0}],
         quick_rounds=3,
+    ),
+    Section(
+        "observe",
+        "1b. What observing costs a wait: section 1's call with and without a subscriber",
+        "The call of section 1 in one process, alternating in 40 blocks between no subscriber, "
+        "a no-op subscriber of psycogreen's events, and a no-op subscriber of per-wait timing "
+        "(which installs the callback's timing twin): CPU µs per call in each mode, and the "
+        "ratios to no subscriber measured in the same process.",
+        ["gevent", "eventlet"],
+        "sub_ratio",
+        [
+            ("plain_us", "no subscriber µs/call", "{:.2f}"),
+            ("sub_us", "no-op subscriber µs/call", "{:.2f}"),
+            ("timed_us", "per-wait timing µs/call", "{:.2f}"),
+            ("sub_ratio", "subscriber / none", "{:.3f}"),
+            ("timed_ratio", "timing / none", "{:.2f}"),
+        ],
+        None,
+        {"calls": 200_000},
+        {"calls": 40_000},
+        rounds=5,
+        quick_rounds=2,
     ),
     Section(
         "latency",
@@ -406,6 +436,38 @@ def targets(sections: dict[str, Any]) -> list[str]:
                 None if med is None else med <= 0.70,
             )
         )
+    for backend in ("gevent", "eventlet"):
+        values = metric("observe", backend, "sub_ratio")
+        med = statistics.median(values) if values else None
+        rows.append(
+            (
+                f"per-wait CPU with a no-op events subscriber, {backend}, same process",
+                "≤ 1.03× without",
+                _spread(values, "{:.3f}") if values else "not run",
+                None if med is None else med <= 1.03,
+            )
+        )
+        values = metric("observe", backend, "timed_ratio")
+        rows.append(
+            (
+                f"per-wait CPU with per-wait timing, {backend}, same process",
+                "measured",
+                _spread(values, "{:.2f}") if values else "not run",
+                None,
+            )
+        )
+    for backend in ("gevent", "eventlet"):
+        text, med = ratio("perwait", f"{backend}-sub", backend, timeout=None)
+        rows.append(
+            (
+                f"per-wait CPU with a no-op events subscriber, {backend}",
+                "≤ 1.03× without",
+                text,
+                None if med is None else med <= 1.03,
+            )
+        )
+        text, _ = ratio("perwait", f"{backend}-timed", backend, timeout=None)
+        rows.append((f"per-wait CPU with per-wait timing, {backend}", "measured", text, None))
     for backend, bound in (("gevent", 1.0), ("eventlet", 0.95)):
         text, med = ratio("throughput", backend, "threads", clients=32)
         legacy, _ = ratio("throughput", LEGACY[backend], "threads", clients=32)

@@ -18,6 +18,9 @@ Variants (one scheduler per process, one wait callback per process):
 - ``asyncpg-uvloop``: asyncpg on the uvloop event loop.
 - ``pgbench``: PostgreSQL's own C client, the floor.
 - ``floor`` (server-free section only): a bare ``poll()`` / ``poll(2)`` loop, no library.
+- ``gevent-sub``, ``eventlet-sub``: the backend with a no-op events subscriber
+  (``psycogreen.core.events``); ``gevent-timed``, ``eventlet-timed``: with a no-op subscriber of
+  per-wait timing (``waits=True``), which installs the callback's timing twin.
 """
 
 from __future__ import annotations
@@ -33,12 +36,21 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
 sys.path.append(HERE)  # for bench/legacy.py
 
 VARIANT = sys.argv[2] if __name__ == "__main__" and len(sys.argv) > 2 else ""
+# The backend variants with an events subscriber: (backend, per-wait timing?).
+SUBSCRIBED = {
+    "gevent-sub": ("gevent", False),
+    "gevent-timed": ("gevent", True),
+    "eventlet-sub": ("eventlet", False),
+    "eventlet-timed": ("eventlet", True),
+}
+GEVENT = {"gevent", "legacy-gevent", "psycopg3-gevent", "gevent-sub", "gevent-timed"}
+EVENTLET = {"eventlet", "legacy-eventlet", "eventlet-sub", "eventlet-timed"}
 
-if VARIANT in {"gevent", "legacy-gevent", "psycopg3-gevent"}:
+if VARIANT in GEVENT:
     from gevent import monkey
 
     monkey.patch_all()
-elif VARIANT in {"eventlet", "legacy-eventlet"}:
+elif VARIANT in EVENTLET:
     import warnings
 
     warnings.simplefilter("ignore")  # eventlet announces its deprecation on import
@@ -106,12 +118,12 @@ class Runtime:
             self.callback = self._install_callback(variant)
             if psycopg2.extensions.get_wait_callback() is not self.callback:
                 raise RuntimeError(f"{variant}: the wait callback is not the expected one")
-        if variant in {"gevent", "legacy-gevent", "psycopg3-gevent"}:
+        if variant in GEVENT:
             import gevent
 
             self._gevent = gevent
             self.green = "gevent"
-        elif variant in {"eventlet", "legacy-eventlet"}:
+        elif variant in EVENTLET:
             import eventlet
 
             self._eventlet = eventlet
@@ -141,6 +153,15 @@ class Runtime:
 
             psycogreen.eventlet.patch_psycopg()
             return psycogreen.eventlet.eventlet_wait_callback
+        if variant in SUBSCRIBED:
+            import importlib
+
+            import psycogreen.core.events
+
+            backend, timed = SUBSCRIBED[variant]
+            importlib.import_module(f"psycogreen.{backend}").patch_psycopg()
+            psycogreen.core.events.subscribe(lambda _record: None, waits=timed)
+            return psycopg2.extensions.get_wait_callback()  # type: ignore[no-any-return]
         if variant in {"legacy-gevent", "legacy-eventlet"}:
             import legacy
 
@@ -210,10 +231,9 @@ class Runtime:
 # -- sections for psycopg2 / psycopg 3 ---------------------------------------------------------
 
 
-def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
-    """One call of the wait callback: poll() -> POLL_READ, one wait on a readable fd, poll() -> POLL_OK."""
+def _server_free() -> tuple[Any, Any]:
+    """A psycopg2 connection object whose poll() answers POLL_READ then POLL_OK, on a readable fd."""
     import itertools
-    import select
     import socket
 
     import psycopg2.extensions as ext
@@ -227,6 +247,16 @@ def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
     conn = ServerFree.__new__(ServerFree)
     conn.poll = itertools.cycle((ext.POLL_READ, ext.POLL_OK)).__next__
     conn.fileno = ready.fileno
+    return conn, (ready, other)
+
+
+def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
+    """One call of the wait callback: poll() -> POLL_READ, one wait on a readable fd, poll() -> POLL_OK."""
+    import select
+
+    import psycopg2.extensions as ext
+
+    conn, _sockets = _server_free()
 
     callback = rt.callback
     if rt.variant == "floor":
@@ -262,6 +292,54 @@ def s_perwait(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
 
     rt.join([rt.spawn(run)])
     conn.__dict__.clear()
+    return out
+
+
+def s_observe(rt: Runtime, p: dict[str, Any]) -> dict[str, Any]:
+    """Section 1's call with no subscriber, a no-op subscriber, per-wait timing: in one process.
+
+    The three modes alternate in short blocks (their order rotated per block), so that load
+    from elsewhere on the machine falls on each alike; CPU time is summed per mode.
+    """
+    import psycopg2.extensions as ext
+
+    from psycogreen.core import events
+
+    conn, _sockets = _server_free()
+    events.set_wait_sampling(int(p.get("sample", 1)))
+    calls = int(p["calls"])
+    blocks = int(p.get("blocks", 40))
+    per_block = max(1, calls // blocks)
+    modes = [("plain", False, False), ("sub", True, False), ("timed", True, True)]
+    cpu = {name: 0.0 for name, _, _ in modes}
+
+    def noop(_record: Any) -> None:
+        pass
+
+    def run() -> None:
+        callback = ext.get_wait_callback()
+        for _ in range(2000):  # warm up
+            callback(conn)
+        gc.collect()
+        for block in range(blocks):
+            order = modes[block % 3 :] + modes[: block % 3]
+            for name, subscribed, timed in order:
+                if subscribed:
+                    events.subscribe(noop, waits=timed)
+                callback = ext.get_wait_callback()
+                start = time.process_time()
+                for _ in range(per_block):
+                    callback(conn)
+                cpu[name] += time.process_time() - start
+                if subscribed:
+                    events.unsubscribe(noop)
+
+    rt.join([rt.spawn(run)])
+    conn.__dict__.clear()
+    n = per_block * blocks
+    out = {f"{name}_us": seconds / n * 1e6 for name, seconds in cpu.items()}
+    out["sub_ratio"] = cpu["sub"] / cpu["plain"]
+    out["timed_ratio"] = cpu["timed"] / cpu["plain"]
     return out
 
 
@@ -685,6 +763,7 @@ def pgbench_section(section: str, p: dict[str, Any]) -> dict[str, Any]:
 
 SECTIONS: dict[str, Callable[[Runtime, dict[str, Any]], dict[str, Any]]] = {
     "perwait": s_perwait,
+    "observe": s_observe,
     "latency": s_latency,
     "throughput": s_throughput,
     "concurrency": s_concurrency,

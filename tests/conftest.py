@@ -91,14 +91,22 @@ def run_green(dsn: str) -> RunGreen:
     """Run ``scenario`` in a subprocess monkey-patched for ``sched``; return its JSON result.
 
     ``scenario`` is a function of ``tests/support/scenarios*.py`` (``scenario(sched, dsn,
-    **kwargs)`` in the child).
+    **kwargs)`` in the child); ``environ`` is added to the child's environment.
     """
 
-    def run(sched: str, scenario: Callable[..., Any], *, timeout: float = 120, **kw: Any) -> Any:
+    def run(
+        sched: str,
+        scenario: Callable[..., Any],
+        *,
+        timeout: float = 120,
+        environ: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> Any:
         name = scenario_name(scenario)
         args = ["-m", "tests.support.green", sched, name, json.dumps(kw)]
+        env = {"PSYCOGREEN_TEST_DSN": dsn, **(environ or {})}
         try:
-            return run_json(args, env={"PSYCOGREEN_TEST_DSN": dsn}, timeout=timeout)
+            return run_json(args, env=env, timeout=timeout)
         except ChildFailedError as exc:
             pytest.fail(f"scenario {name} under {sched}: {exc}", pytrace=False)
 

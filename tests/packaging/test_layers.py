@@ -5,7 +5,7 @@ Read from the source (``ast``), module-level and function-local imports alike, s
 that climbs back up fails here too. The layers, lowest first:
 
 - leaf: types, errors, psycopg2's constants, the in-flight bookkeeping, the libpq binding, the
-  blocking waits;
+  blocking waits, the event records and their delivery;
 - loop: deadlines, the backend record, cancel, the poll loop, the busy error;
 - registry: the registered backends, detection, the scheduler-free backend;
 - operations: COPY, the guard, connect, large objects;
@@ -39,6 +39,11 @@ LAYERS: dict[str, set[str]] = {
         "_pollhook",
         "_dsn",
         "_bytesfill",
+        "_records",
+        "_emit",
+        "_conninfo",
+        "_observe",
+        "_eventlog",
     },
     "loop": {"_timeout", "_backend", "_cancel", "_poll", "_busy"},
     "registry": {"_registry", "_detect", "_blocking"},
@@ -52,7 +57,7 @@ LAYERS: dict[str, set[str]] = {
         "_connect_hosts",
         "_lobject",
     },
-    "top": {"_patch", "__init__", "backend"},
+    "top": {"_patch", "__init__", "backend", "events"},
 }
 ORDER = list(LAYERS)
 

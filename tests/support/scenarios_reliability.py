@@ -407,6 +407,9 @@ def installed_the_1x_way(sched: Scheduler, dsn: str) -> dict[str, Any]:
     from psycogreen import core
 
     backend = importlib.import_module(f"psycogreen.{sched.name}")
+    # Where psycogreen-gevent is installed, monkey.patch_all() has patched psycopg2 already
+    # (the gevent plugin): start from an unpatched psycopg2, as a 1.x program has it.
+    core.unpatch()
     records = _Records("psycogreen")
     callback = getattr(backend, f"{sched.name}_wait_callback")
     psycopg2.extensions.set_wait_callback(callback)

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from psycogreen.core import _waits
+from psycogreen.core._records import CancelReason
 from psycogreen.core._types import Event, Task, WaitFunc
 
 __all__ = ["Backend", "always", "thread_spawn", "waits_here"]
@@ -85,6 +86,10 @@ class Backend:
     #: Exceptions that, thrown into a wait, cancel the statement and keep the connection
     #: (psycopg2 raises ``QueryCanceled``): Ctrl-C for the scheduler-free callback.
     keep_connection_on: tuple[type[BaseException], ...] = ()
+    #: What the exceptions the scheduler throws into a waiting task mean, for the events
+    #: (:mod:`psycogreen.core.events`): ``((gevent.Timeout, "timeout"), (GreenletExit,
+    #: "kill"))``. Ctrl-C is core's to name; any other exception is ``"error"``.
+    interrupt_reasons: tuple[tuple[type[BaseException], CancelReason], ...] = ()
     #: ``(module, qualname)`` of other projects' callbacks for this scheduler that psycogreen's
     #: supersedes when patching, instead of refusing (eventlet's own, psycogreen 1.0.2's).
     equivalents: frozenset[tuple[str, str]] = field(default_factory=frozenset)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from psycogreen.core import _dsn
 from psycogreen.core._compat import attempt_error, check_psycopg
 from psycogreen.core._hostsfile import answered_locally, is_address
+from psycogreen.core._observe import reports_attempt
 from psycogreen.core._timeout import current_timeout, timeout
 
 if TYPE_CHECKING:
@@ -485,6 +486,7 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
     return failures.raise_()
 
 
+@reports_attempt(_Timeout)
 def _try(
     connect: Callable[[str], C],
     dsn: str,

@@ -26,6 +26,7 @@ from psycogreen.core._copy_libpq import (
     PGRES_FATAL_ERROR,
     PGRES_NONFATAL_ERROR,
 )
+from psycogreen.core._observe import reports_copy_stop
 from psycogreen.core._types import WaitFunc
 
 __all__ = ["Copy", "Expired", "codec", "copy_timeout", "dup"]
@@ -456,6 +457,7 @@ class Copy:
         except BaseException:  # noqa: BLE001, S110 (the original exception propagates)
             pass
 
+    @reports_copy_stop(Expired)
     def stop(self) -> tuple[int, BaseException | None]:
         """End what is in flight within the cancel timeout, or close the connection.
 

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 from types import ModuleType
 
-from psycogreen.core import _poll
+from psycogreen.core import _emit, _poll
 from psycogreen.core._compat import check_psycopg
 from psycogreen.core._detect import scheduler_of
 from psycogreen.core._errors import PatchConflictError
 from psycogreen.core._psycopg3 import warn_if_psycopg_blocks
-from psycogreen.core._registry import callback_of, owner
+from psycogreen.core._registry import callback_of, owner, twin
 from psycogreen.core._types import WaitCallback
 
-__all__ = ["current_scheduler", "is_patched", "patch", "unpatch"]
+__all__ = ["current_scheduler", "is_patched", "patch", "retime", "unpatch"]
 
 _lock = threading.Lock()
 _log = logging.getLogger("psycogreen")
@@ -83,6 +84,30 @@ def unpatch() -> bool:
         _connect().uninstall()
         _poll.recheck()
         return True
+
+
+def retime() -> None:
+    """Install the variant of psycogreen's installed callback that per-wait timing asks for.
+
+    The twin that times its waits while someone subscribes to per-wait timing, the normal one
+    otherwise; a ``functools.partial`` keeps its arguments. Nothing changes under a callback
+    that is not psycogreen's, or before psycopg2 is imported (:func:`patch` then chooses).
+    """
+    ext = sys.modules.get("psycopg2.extensions")
+    if ext is None:
+        return
+    with _lock:
+        current = ext.get_wait_callback()
+        partial = current if isinstance(current, functools.partial) else None
+        func = partial.func if partial is not None else current
+        if func is None:
+            return
+        wanted = twin(func, timed=bool(_emit.wait_subscribers))
+        if wanted is None or wanted is func:
+            return
+        if partial is not None:
+            wanted = functools.partial(wanted, *partial.args, **partial.keywords)
+        ext.set_wait_callback(wanted)
 
 
 def current_scheduler() -> str | None:

@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from psycogreen.core import _cancel, _pollhook, _waits
+from psycogreen.core import _cancel, _observe, _pollhook, _waits
 from psycogreen.core._backend import Backend
 from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP, attempt_error
 from psycogreen.core._errors import CannotSwitchHere
 from psycogreen.core._inflight import ENDING, current_task, inflight
+from psycogreen.core._observe import CancelReport, TimedWaits
 from psycogreen.core._pollhook import after_ok
+from psycogreen.core._records import CancelReason
 from psycogreen.core._timeout import limit
 from psycogreen.core._types import PollingConnection, WaitCallback, WaitFunc
 
@@ -29,6 +31,7 @@ __all__ = [
     "HUB_BLOCK_TIMEOUT",
     "INTERRUPT_GRACE",
     "build_callback",
+    "build_timed_callback",
     "make_wait_callback",
     "on_first_use",
     "recheck",
@@ -144,6 +147,46 @@ def build_callback(backend: Backend) -> WaitCallback:  # noqa: C901, PLR0915 (on
     return wait_callback
 
 
+def build_timed_callback(backend: Backend) -> WaitCallback:
+    """Build the twin of :func:`build_callback`'s callback that times its waits.
+
+    Installed in place of the normal callback while someone subscribes to per-wait timing
+    (:func:`psycogreen.core.events.subscribe` with ``waits=True``), so that the normal one's
+    hot path stays as it is. Every wait goes through :func:`_drive` with the backend's waits
+    wrapped by :class:`~psycogreen.core._observe.TimedWaits`.
+    """
+    wait_read = backend.wait_read
+    wait_write = backend.wait_write
+
+    def timed_wait_callback(conn: PollingConnection, timeout: float | None = None) -> None:
+        try:
+            conn.poll  # noqa: B018 (the same check as the normal callback's)
+            conn.fileno  # noqa: B018
+        except AttributeError:
+            _not_a_connection(conn)
+        if _unchecked:
+            _first_use(timed_wait_callback)
+        key = id(conn)
+        timeout = limit(key, timeout)
+        inflight[key] = current_task()
+        waits = TimedWaits(conn, wait_read, wait_write)
+        try:
+            _drive(conn, backend, waits.read, waits.write, timeout)
+        except BaseException as exc:
+            if _connecting(conn):
+                _release(exc)
+                conn = waits = None  # type: ignore[assignment]
+            raise
+        finally:
+            inflight.pop(key, None)
+
+    name = f"{backend.callback_name or f'{backend.name}_wait_callback'}_timed"
+    timed_wait_callback.__name__ = timed_wait_callback.__qualname__ = name
+    timed_wait_callback.__module__ = backend.callback_module or f"psycogreen.{backend.name}"
+    timed_wait_callback.__doc__ = _CALLBACK_DOC
+    return timed_wait_callback
+
+
 def make_wait_callback(
     wait_read: WaitFunc,
     wait_write: WaitFunc,
@@ -198,17 +241,19 @@ psycopg2 calls it with the connection whenever libpq would block.
 """
 
 
-def _drive(
+def _drive(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
     conn: PollingConnection,
     backend: Backend | None,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
     timeout: float | None,
+    why: CancelReason = "deadline",
 ) -> None:
     """The loop with a deadline (or none): every path but the hot one.
 
     ``backend`` is ``None`` where the scheduler cannot switch: the waits then block the thread,
-    and so does any cancel.
+    and so does any cancel. ``why`` names the deadline for the events: a psycogreen deadline,
+    or the hub's own bound.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     keep = backend.keep_connection_on if backend is not None else ()
@@ -233,9 +278,12 @@ def _drive(
             _abandon(conn, backend, wait_read, wait_write, exc)
             raise
         if not ready:
-            if _connecting(conn):
+            connecting = _connecting(conn)
+            if why == "deadline":
+                _observe.deadline_expired(conn, "connect" if connecting else "statement", timeout)
+            if connecting:
                 _raise_connect_timeout(timeout)
-            _cancel_and_finish(conn, backend, wait_read, wait_write, None)
+            _cancel_and_finish(conn, backend, wait_read, wait_write, None, why)
             return
         state = _poll_hooked(conn)
 
@@ -262,14 +310,18 @@ def _unswitchable(conn: PollingConnection, backend: Backend, timeout: float | No
         _drive(conn, None, _waits.wait_read, _waits.wait_write, timeout)
         return
     started = time.monotonic()
+    bound = HUB_BLOCK_TIMEOUT if timeout is None else timeout
     try:
-        bound = HUB_BLOCK_TIMEOUT if timeout is None else timeout
-        _drive(conn, None, _waits.wait_read, _waits.wait_write, bound)
+        why: CancelReason = "hub" if timeout is None else "deadline"
+        _drive(conn, None, _waits.wait_read, _waits.wait_write, bound, why)
     finally:
-        _report_hub_blocked(backend, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        _observe.hub_blocked(conn, backend.name, seconds, bound)
+        _report_hub_blocked(backend, seconds)
 
 
 def _report_hub_blocked(backend: Backend, seconds: float) -> None:
+    """Log the hub's own context blocking every task: a warning once, then at debug level."""
     global _hub_blocked_reported  # noqa: PLW0603 (reported once per process)
     level = logging.DEBUG if _hub_blocked_reported else logging.WARNING
     _hub_blocked_reported = True
@@ -284,12 +336,13 @@ def _report_hub_blocked(backend: Backend, seconds: float) -> None:
     )
 
 
-def _send_cancel(
+def _send_cancel(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
     conn: PollingConnection,
     backend: Backend | None,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
     grace: float,
+    report: CancelReport | None = None,
 ) -> bool | None:
     """Ask the server to cancel ``conn``'s statement, within the cancel timeout.
 
@@ -297,6 +350,7 @@ def _send_cancel(
     it ``grace`` seconds at most: once started, the request is sent (or given up at the cancel
     timeout, its socket closed either way) whatever is thrown into the caller meanwhile, a
     second interrupt included, and whether or not psycopg2 has closed the connection since.
+    A request the caller stops waiting for reports its outcome through ``report`` when done.
 
     :return: ``True`` once the server took the request, ``False`` if it cannot be sent,
         ``None`` if it is still under way after ``grace``.
@@ -315,23 +369,32 @@ def _send_cancel(
             outcome.append(request.send(wait_read, wait_write, deadline))
         finally:
             done.set()
+            if report is not None:
+                report.finished(sent=bool(outcome and outcome[0]))
 
     try:
         backend.spawn(send)
     except BaseException:
         request.close()
         raise
-    if not done.wait(grace):
+    try:
+        finished = done.wait(grace)
+    except BaseException:
+        if report is not None:
+            report.gave_up()
+        raise
+    if not finished and (report is None or report.gave_up()):
         return None
     return outcome[0] if outcome else False
 
 
-def _cancel_and_finish(
+def _cancel_and_finish(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
     conn: PollingConnection,
     backend: Backend | None,
     wait_read: WaitFunc,
     wait_write: WaitFunc,
     interrupt: BaseException | None,
+    why: CancelReason = "deadline",
 ) -> None:
     """Cancel the running statement and poll until the server has answered.
 
@@ -346,15 +409,19 @@ def _cancel_and_finish(
     if _connecting(conn):
         # Nothing runs on the server yet; psycopg2 refuses to cancel a connection attempt.
         raise attempt_error(timed_out=False)("psycogreen: connection attempt interrupted")
+    report = _observe.cancel_started(conn, interrupt, why if interrupt is None else None)
     bound = _cancel.cancel_timeout()
     grace = bound if interrupt is None else INTERRUPT_GRACE
     try:
-        sent = _send_cancel(conn, backend, wait_read, wait_write, grace)
+        sent = _send_cancel(conn, backend, wait_read, wait_write, grace, report)
     except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+        _observe.cancelled(report, sent=None, kept=False)
         raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
     if sent is None and interrupt is not None:
+        _observe.cancelled(report, sent=None, kept=False)
         raise interrupt
     if not sent:
+        _observe.cancelled(report, sent=None, kept=False)
         _raise_operational(
             "psycogreen: the statement had to be abandoned and the server could not be asked "
             f"to cancel it within {bound:g} s; the connection is closed"
@@ -368,13 +435,16 @@ def _cancel_and_finish(
         try:
             ready = remaining > 0 and wait(conn.fileno(), remaining)
         except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+            _observe.cancelled(report, sent=sent, kept=False)
             raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
         if not ready:
+            _observe.cancelled(report, sent=sent, kept=False)
             _raise_operational(
                 "psycogreen: the server did not answer a cancel request within "
                 f"{bound:g} s; the connection is closed"
             )
         state = conn.poll()
+    _observe.cancelled(report, sent=sent, kept=True)
 
 
 def _abandon(
@@ -395,12 +465,16 @@ def _abandon(
     """
     if _connecting(conn):
         return  # nothing runs on the server yet; psycopg2 drops the half-made connection
+    report = _observe.cancel_started(conn, interrupt)
+    sent: bool | None = False
     try:
-        _send_cancel(conn, backend, wait_read, wait_write, INTERRUPT_GRACE)
+        sent = _send_cancel(conn, backend, wait_read, wait_write, INTERRUPT_GRACE, report)
     except Exception:  # noqa: BLE001, S110 (the original exception is what propagates)
         pass
     except BaseException as exc:  # noqa: BLE001 (one of the two interrupts goes on)
+        _observe.cancelled(report, sent=None, kept=False)
         raise _prevailing(exc, interrupt)  # noqa: B904 (its context is set as documented)
+    _observe.cancelled(report, sent=sent, kept=False)
 
 
 def _prevailing(second: BaseException, first: BaseException | None) -> BaseException:
@@ -433,13 +507,15 @@ def _release(exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
-        if frame.f_globals is _GLOBALS:
+        if frame.f_globals is _GLOBALS or frame.f_globals is _OBSERVE_GLOBALS:
             with contextlib.suppress(RuntimeError):  # still running: the callback, cleared above
                 frame.clear()
         tb = tb.tb_next
 
 
 _GLOBALS = globals()
+# The timing callback's waits (TimedWaits) hold the connection too.
+_OBSERVE_GLOBALS = vars(_observe)
 
 
 def _choose(state: int, wait_read: WaitFunc, wait_write: WaitFunc) -> WaitFunc:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 
+from psycogreen.core import _emit
 from psycogreen.core._backend import Backend
 from psycogreen.core._compat import check_psycopg
-from psycogreen.core._poll import build_callback
+from psycogreen.core._poll import build_callback, build_timed_callback
 from psycogreen.core._types import WaitCallback
 
 __all__ = [
@@ -21,10 +22,15 @@ __all__ = [
     "callback_of",
     "owner",
     "register_backend",
+    "twin",
 ]
 
 # name -> (record, its callback). Written when a backend module is imported.
 _backends: dict[str, tuple[Backend, WaitCallback]] = {}
+# Each callback -> its twin: the normal one -> the one that times its waits, and back.
+_twins: dict[WaitCallback, WaitCallback] = {}
+# The callbacks that time their waits.
+_timed: set[WaitCallback] = set()
 
 
 def register_backend(backend: Backend) -> WaitCallback:
@@ -38,7 +44,18 @@ def register_backend(backend: Backend) -> WaitCallback:
     .. versionadded:: 1.1
     """
     callback = build_callback(backend)
+    timed = build_timed_callback(backend)
+    previous = _backends.get(backend.name)
+    if previous is not None:  # a reloaded backend module: forget the old pair
+        old = _twins.pop(previous[1], None)
+        if old is not None:
+            _twins.pop(old, None)
+            _timed.discard(old)
     _backends[backend.name] = (backend, callback)
+    _twins[callback] = timed
+    _twins[timed] = callback
+    _timed.add(timed)
+    _emit.add_reasons(backend.interrupt_reasons)
     return callback
 
 
@@ -48,11 +65,26 @@ def backends() -> tuple[Backend, ...]:
 
 
 def callback_of(name: str) -> WaitCallback:
-    """The wait callback of the backend registered as ``name``.
+    """The wait callback of the backend registered as ``name``, to install now.
+
+    Its twin that times every wait while someone subscribes to per-wait timing.
 
     :raises KeyError: no backend of that name is registered.
     """
-    return _backends[name][1]
+    callback = _backends[name][1]
+    return _twins[callback] if _emit.wait_subscribers else callback
+
+
+def twin(callback: WaitCallback, *, timed: bool) -> WaitCallback | None:
+    """The variant of the psycogreen ``callback`` that times its waits (or not).
+
+    ``callback`` itself if it is that variant already; ``None`` for a callback not psycogreen's.
+    """
+    if callback in _timed:
+        return callback if timed else _twins[callback]
+    if callback in _twins:
+        return _twins[callback] if timed else callback
+    return None
 
 
 def owner(callback: object) -> tuple[Backend | None, str | None, bool]:
@@ -64,7 +96,7 @@ def owner(callback: object) -> tuple[Backend | None, str | None, bool]:
     """
     func = callback.func if isinstance(callback, functools.partial) else callback
     for record, ours in _backends.values():
-        if func is ours:
+        if func is ours or func is _twins[ours]:
             return record, record.name, True
     key = (str(getattr(func, "__module__", "")), str(getattr(func, "__qualname__", "")))
     for record, _ in _backends.values():

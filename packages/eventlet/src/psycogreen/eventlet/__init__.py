@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from greenlet import getcurrent
+from greenlet import GreenletExit, getcurrent
 
 import eventlet
 import eventlet.event
@@ -145,6 +145,7 @@ BACKEND = Backend(
     event=_event,
     lock=eventlet.semaphore.Semaphore,
     spawn=_spawn,
+    interrupt_reasons=((eventlet.Timeout, "timeout"), (GreenletExit, "kill")),
     # eventlet.monkey_patch() installs eventlet's own copy of the 2010 callback; psycogreen
     # 1.0.2's module had the same name as this one.
     equivalents=frozenset(

@@ -18,12 +18,19 @@ from gevent import getcurrent
 from gevent._hub_local import get_hub_if_exists
 from psycogreen.core import patch
 from psycogreen.core.backend import Backend, CannotSwitchHere, Event, register_backend
+from psycogreen.gevent import _monitor
 from psycogreen.gevent.__about__ import __version__
 
 if TYPE_CHECKING:
     from gevent.hub import Hub
 
-__all__ = ["BACKEND", "__version__", "gevent_wait_callback", "patch_psycopg"]
+__all__ = [
+    "BACKEND",
+    "__version__",
+    "gevent_wait_callback",
+    "patch_psycopg",
+    "watch_blocking",
+]
 
 _READ = 1  # libev/libuv event masks (gevent.libev.corecext.READ / WRITE)
 _WRITE = 2
@@ -130,6 +137,7 @@ BACKEND = Backend(
     event=_event,
     lock=gevent.lock.RLock,
     spawn=_spawn,
+    interrupt_reasons=((gevent.Timeout, "timeout"), (gevent.GreenletExit, "kill")),
     # psycogreen 1.0.2's module had the same name as this one.
     equivalents=frozenset({("psycogreen.gevent", "gevent_wait_callback")}),
 )
@@ -145,5 +153,26 @@ def patch_psycopg(*, force: bool = False) -> None:
     :raises psycogreen.core.PatchConflictError: such a callback is installed and ``force`` is
         false.
     :raises psycogreen.core.PsycopgNotFoundError: psycopg2 is not installed.
+
+    Where gevent's monitor thread is enabled, its blocked-loop reports are watched as well
+    (:func:`watch_blocking`).
     """
     patch("gevent", force=force)
+    _monitor.install()
+
+
+def watch_blocking() -> bool:
+    """Warn when gevent's monitor finds the hub blocked by psycopg2 or psycopg.
+
+    gevent's monitor thread (``GEVENT_MONITOR_THREAD_ENABLE=1``) reports a hub that has not
+    switched for ``max_blocking_time`` seconds; psycogreen then reads the blocked stack, and
+    when psycopg2 (or psycopg 3) is what blocks, logs a warning on the ``psycogreen`` logger
+    naming the cause and the fix, and emits a :class:`psycogreen.core.events.LoopBlocked`.
+    ``patch_psycopg()`` and the monkey plugin call this; call it yourself after enabling the
+    monitor in code (``gevent.config.monitor_thread = True``).
+
+    :return: whether the monitor thread is enabled (else there is nothing to watch).
+
+    .. versionadded:: 1.1
+    """
+    return _monitor.install()

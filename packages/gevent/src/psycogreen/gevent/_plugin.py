@@ -7,8 +7,11 @@ once it has patched the standard library (``gevent/monkey/__init__.py``, ``geven
 That is the right moment in every program, including gunicorn's gevent worker, whose
 ``post_fork`` hook runs before the worker calls ``patch_all()``.
 
-Setting ``PSYCOGREEN_GEVENT_AUTOPATCH=0`` turns the plugin off. The plugin never raises: an
-exception from an entry point would abort ``patch_all()`` half-way, so problems become warnings.
+Setting ``PSYCOGREEN_GEVENT_AUTOPATCH=0`` turns the automatic patching off. Where gevent's
+monitor thread is enabled, the plugin also watches its blocked-loop reports (``_monitor``),
+patching or not: they name psycopg2 calls that block the hub, which is what an unpatched program
+does. The plugin never raises: an exception from an entry point would abort ``patch_all()``
+half-way, so problems become warnings.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import importlib.util
 import os
 import warnings
 
-__all__ = ["ENV_VAR", "did_patch_builtins"]
+__all__ = ["ENV_VAR", "did_patch_builtins", "enabled"]
 
 #: The environment variable that turns automatic patching off (``0``, ``false``, ``no``, ``off``).
 ENV_VAR = "PSYCOGREEN_GEVENT_AUTOPATCH"
 
 
-def _enabled() -> bool:
+def enabled() -> bool:
+    """Whether automatic patching is on (:data:`ENV_VAR` does not turn it off)."""
     return os.environ.get(ENV_VAR, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
@@ -35,7 +39,8 @@ def did_patch_builtins(event: object) -> None:
     message, and ``patch_all()`` completes. Any other failure is reported the same way.
     """
     del event
-    if not _enabled():
+    _watch_blocking()
+    if not enabled():
         return
     # Imported here, not at module level: gevent loads this module while patch_all() runs.
     from psycogreen.core import (  # noqa: PLC0415
@@ -61,3 +66,14 @@ def did_patch_builtins(event: object) -> None:
         f"(set {ENV_VAR}=0 to turn automatic patching off)"
     )
     warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _watch_blocking() -> None:
+    """Watch gevent's blocked-loop reports for psycopg2 (a warning if that fails)."""
+    try:
+        from psycogreen.gevent import _monitor  # noqa: PLC0415 (gevent is patching now)
+
+        _monitor.install()
+    except Exception as exc:  # noqa: BLE001 (this runs inside every patch_all() of the environment)
+        message = f"psycogreen-gevent cannot watch gevent's blocked-loop reports: {exc}"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
