@@ -2,7 +2,7 @@
 """The pool without a scheduler: native threads and the scheduler-free backend.
 
 These run in the test process (nothing is monkey-patched); the schedulers' suites are in
-``tests/support/suite_pool.py``.
+``tests/green/test_pool.py``.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_api_is_psycopg2s(scheduler: str, run_green: RunGreen) -> None:
 def test_streams_keep_the_scheduler_running(scheduler: str, run_green: RunGreen) -> None:
     """64 MiB each way, 1 MiB per query: a 10 ms heartbeat never stalls more than 50 ms.
 
-    As for COPY's million rows (``suite_copy.py``): the CPU-time bound is the stall the large
+    As for COPY's million rows (``tests/green/test_copy.py``): the CPU-time bound is the stall the large
     object causes; the wall-clock one only says it never blocked the scheduler outright on a
     shared machine.
     """
