@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
-psycopg2 = pytest.importorskip("psycopg2")
-
-from psycogreen.core.backend import current_backend  # noqa: E402
-from psycogreen.core.pool import (  # noqa: E402
+from psycogreen.core.backend import current_backend
+from psycogreen.core.pool import (
     ConnectionPool,
     NullConnectionPool,
     PoolClosed,
