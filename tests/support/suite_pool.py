@@ -45,7 +45,9 @@ def test_pool_timeout_on_time_and_max_waiting_refuses_at_once(
     assert min(out["elapsed"]) >= 0.3, out
     assert max(out["elapsed"]) - out["hub_late"] < 0.3 + LATE, out
     assert out["refused"] == "TooManyRequests", out
-    assert out["refused_after"] < 0.005, out
+    # At once: it does not wait at all (about 30 µs); the bound only leaves room for the kernel
+    # running other processes meanwhile on a loaded machine.
+    assert out["refused_after"] < LATE, out
     assert out["after"] == 1, out  # the pool serves again once connections come back
     stats = out["stats"]
     assert stats["requests_errors"] == 21, stats
