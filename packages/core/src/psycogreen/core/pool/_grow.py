@@ -364,6 +364,8 @@ class GrowingPool(BasePool):
                 waiter.event.set()
             for entry in idle:
                 entry.state = GONE
+            if self._full is not None:
+                self._full.set()  # a wait() in progress ends: it raises PoolClosed
             tasks = dict(self._tasks)
             me = _me()
             inside = any(ident is me for ident in self._task_ids.values())
@@ -408,7 +410,11 @@ class GrowingPool(BasePool):
                         wanted = 0 if self._closed else self._reserve_locked()
             else:
                 self._start_connectors(wanted)
-            return full.wait(timeout)
+            full.wait(timeout)
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                return len(self._idle) >= self._min_size or full.is_set()
         finally:
             with self._lock:
                 self._full = None
