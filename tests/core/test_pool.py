@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
-psycopg2 = pytest.importorskip("psycopg2")
-
-from psycogreen.core.backend import current_backend  # noqa: E402
-from psycogreen.core.pool import (  # noqa: E402
+from psycogreen.core.backend import current_backend
+from psycogreen.core.pool import (
     ConnectionPool,
     NullConnectionPool,
     PoolClosed,
@@ -527,3 +528,23 @@ def test_a_pool_dropped_without_close_is_collected(dsn: str, app: str, conn: Any
     gc.collect()
     assert ref() is None
     assert eventually(lambda: not backends(conn, app))
+
+
+def test_close_ends_a_wait_in_progress() -> None:
+    pool = ConnectionPool(_dead_dsn(), min_size=1)
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        start = time.monotonic()
+        try:
+            pool.wait(10)
+        except PoolClosed:
+            outcome.append(time.monotonic() - start)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.2)
+    pool.close()
+    t.join(5)
+    assert len(outcome) == 1
+    assert outcome[0] < 2  # not the 10 s of wait()'s timeout

@@ -47,7 +47,9 @@ def test_pool_timeout_on_time_and_max_waiting_refuses_at_once(
     assert min(out["elapsed"]) >= 0.3, out
     assert max(out["elapsed"]) - out["hub_late"] < 0.3 + LATE, out
     assert out["refused"] == "TooManyRequests", out
-    assert out["refused_after"] < 0.005, out
+    # At once: it does not wait at all (about 30 µs); the bound only leaves room for the kernel
+    # running other processes meanwhile on a loaded machine.
+    assert out["refused_after"] < LATE, out
     assert out["after"] == 1, out  # the pool serves again once connections come back
     stats = out["stats"]
     assert stats["requests_errors"] == 21, stats
@@ -165,3 +167,14 @@ def test_returns_and_requests_from_the_hub(scheduler: str, run_green: RunGreen) 
     assert out["get_from_hub"] == ["PoolError"], out
     assert out["stats"]["returns_bad"] == 0, out
     assert out["hub_blocked"] == [], out  # the rollback did not run in the hub
+
+
+def test_a_returned_connection_serves_a_waiter_before_a_slow_connect(
+    scheduler: str, run_green: RunGreen
+) -> None:
+    out = run_green(scheduler, "scenarios_pool:freed_first", connect_delay=1.0)
+    assert out["opening"] == 1, out  # the pool had started a connect for the waiter ...
+    [[same, waited]] = out["got"]
+    assert same is True, out  # ... which took the connection returned meanwhile
+    assert waited < 0.5, out  # 0.1 s, not the connect's 1 s
+    assert out["stats"]["pool_size"] == 2, out  # and the new connection joined the pool

@@ -525,3 +525,32 @@ def hub(sched: Scheduler, dsn: str) -> dict[str, Any]:
     out["hub_blocked"] = blocked
     pool.close()
     return out
+
+
+def freed_first(sched: Scheduler, dsn: str, *, connect_delay: float = 1.0) -> dict[str, Any]:
+    """A waiter is served by a connection returned while the pool opens another (a slow connect)."""
+    _patch(sched)
+    params = psycopg2.extensions.parse_dsn(dsn)
+    with Proxy(params["host"], int(params["port"])) as proxy:
+        via = f"host=127.0.0.1 port={proxy.port} user={params['user']} dbname={params['dbname']}"
+        pool = ConnectionPool(via, min_size=1, max_size=2)
+        pool.wait(10)
+        proxy.delay(connect_delay)  # from now on connects take that long
+        held = pool.getconn()
+        got: list[Any] = []
+
+        def want() -> None:
+            start = time.perf_counter()
+            conn = pool.getconn(timeout=5)
+            got.append([conn is held, time.perf_counter() - start])
+            pool.putconn(conn)
+
+        task = sched.spawn(want)
+        sched.sleep(0.1)  # the request waits, and a connect for it has started
+        opening = pool._opening
+        pool.putconn(held)
+        sched.join([task])
+        sched.sleep(connect_delay + 0.5)  # the connect that was started ends, and is kept
+        stats = pool.get_stats()
+        pool.close()
+    return {"got": got, "opening": opening, "stats": stats}

@@ -16,7 +16,7 @@ from psycogreen.core.pool import _conn
 from psycogreen.core.pool._base import ConnectFailedCB
 from psycogreen.core.pool._errors import PoolTimeout
 from psycogreen.core.pool._pool import ConnectionPool
-from psycogreen.core.pool._state import OUT, Entry
+from psycogreen.core.pool._state import GONE, OUT, Entry
 
 __all__ = ["NullConnectionPool"]
 
@@ -89,7 +89,7 @@ class NullConnectionPool(ConnectionPool):
         if self._waiting:
             return super()._give_locked(entry, now)
         self._out.pop(id(entry.conn), None)
-        entry.state = -1
+        entry.state = GONE
         return entry.conn
 
     def getconn(self, timeout: float | None = None) -> Any:  # noqa: ANN401 (psycopg2's connection)

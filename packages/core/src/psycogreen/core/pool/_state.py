@@ -7,12 +7,13 @@ from typing import Any
 
 from psycogreen.core._types import Event
 
-__all__ = ["IDLE", "OUT", "RETURNING", "Entry", "Stats", "Waiter"]
+__all__ = ["GONE", "IDLE", "OUT", "RETURNING", "Entry", "Stats", "Waiter"]
 
 # Where a connection is (Entry.state).
 IDLE = 0  # in the pool, ready to hand out
 OUT = 1  # handed out (to a caller, or to a waiter not yet woken)
 RETURNING = 2  # being brought back to idle by putconn()
+GONE = -1  # no longer managed by the pool (closed, or being closed)
 
 
 class Entry:
