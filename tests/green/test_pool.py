@@ -172,7 +172,7 @@ def test_returns_and_requests_from_the_hub(scheduler: str, run_green: RunGreen) 
 def test_a_returned_connection_serves_a_waiter_before_a_slow_connect(
     scheduler: str, run_green: RunGreen
 ) -> None:
-    out = run_green(scheduler, "scenarios_pool:freed_first", connect_delay=1.0)
+    out = run_green(scheduler, scenarios_pool.freed_first, connect_delay=1.0)
     assert out["opening"] == 1, out  # the pool had started a connect for the waiter ...
     [[same, waited]] = out["got"]
     assert same is True, out  # ... which took the connection returned meanwhile

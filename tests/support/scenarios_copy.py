@@ -566,11 +566,17 @@ def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
     psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
     attempt("foreign")
 
-    # uWSGI's backend refuses COPY (its record says why); importable outside uWSGI
-    import psycogreen.uwsgi
+    # a backend whose record refuses COPY (uWSGI's does: tests/uwsgi checks its reason)
+    from psycogreen.core.backend import Backend, register_backend
 
-    psycopg2.extensions.set_wait_callback(psycogreen.uwsgi.uwsgi_wait_callback)
-    attempt("uwsgi")
+    refusing = Backend(
+        name="refusing",
+        wait_read=psycopg2.extras.wait_select,  # never called: COPY is refused first
+        wait_write=psycopg2.extras.wait_select,
+        copy_refusal="its waits cannot hand control to other tasks every few milliseconds",
+    )
+    psycopg2.extensions.set_wait_callback(register_backend(refusing))
+    attempt("refusing")
     core.unpatch()
     backend.patch_psycopg()
     # a libpq without a function COPY needs

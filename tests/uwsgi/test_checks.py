@@ -83,3 +83,12 @@ def test_refused_spellings(diagnose: Any, loop: Any, opt: dict[str, Any], expect
     message = diagnose(loop, opt)
     assert message is not None
     assert expected in message
+
+
+def test_copy_is_refused_with_the_reason(backend: Any) -> None:
+    """COPY under uWSGI is refused, saying why (core reads it from the backend's record)."""
+    reason = backend.BACKEND.copy_refusal
+    assert reason is not None
+    assert "uWSGI's async API" in reason
+    assert backend.BACKEND.cancel_waits is False
+    assert backend.BACKEND.spawn is None
