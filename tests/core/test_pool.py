@@ -548,3 +548,50 @@ def test_close_ends_a_wait_in_progress() -> None:
     t.join(5)
     assert len(outcome) == 1
     assert outcome[0] < 2  # not the 10 s of wait()'s timeout
+
+
+# --- the pool's events (psycogreen.core.events) ------------------------------------------------
+
+
+def test_the_pool_reports_its_events(pools: Any) -> None:
+    from psycogreen.core import events
+
+    seen: list[Any] = []
+    configured = {"calls": 0}
+
+    def configure(conn: Any) -> None:
+        configured["calls"] += 1
+        if configured["calls"] == 1:  # the first connect fails: the next one is a reconnect
+            message = "the first connection is refused"
+            raise psycopg2.OperationalError(message)
+
+    with events.subscribed(seen.append):
+        pool = pools(min_size=1, max_size=1, configure=configure, name="evented")
+        pool.wait(timeout=10)
+        held = pool.getconn()
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.2)  # waits its whole timeout
+
+        def give_back() -> None:
+            time.sleep(0.2)
+            held.close()  # returned closed: discarded and replaced
+            pool.putconn(held)
+
+        helper = threading.Thread(target=give_back)
+        helper.start()
+        conn = pool.getconn(timeout=10)  # waits for the replacement
+        helper.join()
+        pool.putconn(conn)
+    kinds = [type(record).__name__ for record in seen]
+    assert "PoolReconnected" in kinds, kinds
+    reconnected = next(r for r in seen if type(r).__name__ == "PoolReconnected")
+    assert reconnected.pool == "evented"
+    assert reconnected.attempts == 2, reconnected
+    assert reconnected.pid is not None, reconnected
+    timed_out = next(r for r in seen if type(r).__name__ == "PoolCheckoutTimedOut")
+    assert 0.2 <= timed_out.seconds < 1.0, timed_out
+    assert timed_out.in_use == 1, timed_out
+    discarded = next(r for r in seen if type(r).__name__ == "PoolConnectionDiscarded")
+    assert discarded.reason == "closed", discarded
+    waited = next(r for r in seen if type(r).__name__ == "PoolCheckoutWaited")
+    assert waited.seconds >= 0.1, waited

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from time import monotonic
 
-from psycogreen.core import _timeout
+from psycogreen.core import _timeout, events
 from psycogreen.core._inflight import current_task
 from psycogreen.core._types import Event, Task
 from psycogreen.core.pool import _conn
@@ -66,8 +66,12 @@ def _maintain(ref: weakref.ref[GrowingPool], stop: Event, interval: float, seria
 class GrowingPool(BasePool):
     """The pool's background work: opening, replacing and closing connections."""
 
-    def _discard(self, entry: Entry) -> None:
-        """Stop managing ``entry``: close its connection, open another if one is wanted."""
+    def _discard(self, entry: Entry, reason: str = "broken") -> None:
+        """Stop managing ``entry``: close its connection, open another if one is wanted.
+
+        ``reason``: why, for the event (:class:`~psycogreen.core.events.PoolConnectionDiscarded`).
+        """
+        self._report_discard(entry, reason)
         with self._lock:
             if entry.state == IDLE:
                 self._idle.remove(entry)
@@ -77,6 +81,15 @@ class GrowingPool(BasePool):
             wanted = 0 if self._closed else self._reserve_locked()
         _conn.close_quietly(entry.conn)
         self._start_connectors(wanted)
+
+    def _report_discard(self, entry: Entry, reason: str) -> None:
+        """The event of a connection closed instead of kept (when anyone listens)."""
+        if events.listening():
+            pid, host, port = events.server_of(entry.conn)
+            record = events.PoolConnectionDiscarded(
+                pool=self.name, reason=reason, pid=pid, host=host, port=port
+            )
+            events.emit(record)
 
     # -- growth ----------------------------------------------------------------------------
 
@@ -180,16 +193,34 @@ class GrowingPool(BasePool):
         self._task_started(serial)
         held = True
         attempt: Backoff | None = None
+        failures, failed_since = 0, 0.0
         try:
             while not self._closed:
                 try:
                     entry = self._open_entry()
                 except Exception as exc:  # noqa: BLE001 (any failure: retry, as psycopg_pool does)
+                    if not failures:
+                        failed_since = monotonic()
+                    failures += 1
                     attempt = self._backoff(attempt, exc)
                     if attempt is None:  # closed, or no longer wanted: the slot is released
                         held = False
                         return
                     continue
+                if failures and events.listening():
+                    pid, host, port = events.server_of(entry.conn)
+                    seconds = monotonic() - failed_since
+                    events.emit(
+                        events.PoolReconnected(
+                            pool=self.name,
+                            attempts=failures + 1,
+                            seconds=seconds,
+                            pid=pid,
+                            host=host,
+                            port=port,
+                        )
+                    )
+                failures = 0
                 attempt = None
                 with self._lock:
                     self._opening -= 1
@@ -273,10 +304,12 @@ class GrowingPool(BasePool):
             self._next_sweep = now + self._sweep_interval() if self._next_sweep < _INF else _INF
             extra = self._size_locked() - self._min_size
             keep: list[Entry] = []
+            reasons: list[str] = []
             for entry in self._idle:  # the least recently used first
                 expired = entry.expires <= now or entry.generation != self._generation
                 if expired or (extra > 0 and now - entry.since >= self.max_idle):
                     drop.append(entry)
+                    reasons.append("expired" if expired else "idle")
                     extra -= 1
                 else:
                     keep.append(entry)
@@ -286,7 +319,8 @@ class GrowingPool(BasePool):
             for entry in drop:
                 entry.state = GONE
             wanted = self._reserve_locked()
-        for entry in drop:
+        for entry, reason in zip(drop, reasons, strict=True):
+            self._report_discard(entry, reason)
             _conn.close_quietly(entry.conn)
         self._start_connectors(wanted)
 

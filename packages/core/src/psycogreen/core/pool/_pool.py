@@ -214,10 +214,10 @@ class ConnectionPool(RequestingPool):
         conn = entry.conn
         if conn.closed or conn.get_transaction_status() not in _REUSABLE:
             self._stats.returns_bad += 1
-            self._discard(entry)
+            self._discard(entry, "closed" if conn.closed else "in_transaction")
             return
         if self._closed or entry.expires <= now or entry.generation != self._generation:
-            self._discard(entry)
+            self._discard(entry, "pool_closed" if self._closed else "expired")
             return
         backend = self._backend
         assert backend is not None
@@ -239,10 +239,10 @@ class ConnectionPool(RequestingPool):
         except Exception as exc:  # noqa: BLE001 (any failure: the connection is not reused)
             _conn.logger.warning("pool %r: discarding a returned connection: %s", self.name, exc)
             self._stats.returns_bad += 1
-            self._discard(entry)
+            self._discard(entry, "reset_failed")
             return
         except BaseException:
-            self._discard(entry)  # interrupted mid-rollback: its state is unknown
+            self._discard(entry, "reset_failed")  # interrupted mid-rollback: state unknown
             raise
         self._give(entry)
 
@@ -322,7 +322,7 @@ class ConnectionPool(RequestingPool):
                 entry = pending.pop()
                 now = monotonic()
                 if entry.expires <= now or entry.generation != self._generation:
-                    self._discard(entry)
+                    self._discard(entry, "expired")
                     continue
                 try:
                     self.check_connection(entry.conn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from time import monotonic
 from typing import Any
 
+from psycogreen.core import events
 from psycogreen.core.pool import _conn
 from psycogreen.core.pool._errors import PoolError, PoolTimeout, TooManyRequests
 from psycogreen.core.pool._grow import GrowingPool
@@ -128,7 +129,7 @@ class RequestingPool(GrowingPool):
     def _ready(self, entry: Entry, now: float) -> bool:
         """Whether a connection just taken can be handed out (else it was discarded)."""
         if entry.expires <= now or entry.generation != self._generation:
-            self._discard(entry)  # past its lifetime, or drained: replaced
+            self._discard(entry, "expired")  # past its lifetime, or drained: replaced
             return False
         entry.since = now
         if self._check is not None and not self._checked(entry):
@@ -155,18 +156,42 @@ class RequestingPool(GrowingPool):
         entry = waiter.entry  # set before the event was: no lock needed to read it
         if entry is not None:
             stats.requests_wait_ms += monotonic() - start
+            self._report_wait(events.PoolCheckoutWaited, start)
             return entry
         with self._lock:
             stats.requests_wait_ms += monotonic() - start
             entry = waiter.entry
             if entry is not None:  # served after the timeout, before this lock
-                return entry
-            self._waiting.pop(waiter, None)
-            stats.requests_errors += 1
-            error = waiter.error
+                served = True
+            else:
+                served = False
+                self._waiting.pop(waiter, None)
+                stats.requests_errors += 1
+                error = waiter.error
+        if served:
+            self._report_wait(events.PoolCheckoutWaited, start)
+            assert entry is not None
+            return entry
         if error is not None:
             raise error
+        self._report_wait(events.PoolCheckoutTimedOut, start)
         raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} s")
+
+    def _report_wait(
+        self, kind: type[events.PoolCheckoutWaited | events.PoolCheckoutTimedOut], start: float
+    ) -> None:
+        """The event of a checkout that waited (when anyone listens)."""
+        if not events.listening():
+            return
+        size = len(self._idle) + len(self._out)
+        record = kind(
+            pool=self.name,
+            seconds=monotonic() - start,
+            size=size,
+            in_use=len(self._out),
+            waiting=len(self._waiting),
+        )
+        events.emit(record)
 
     def _fill_while_waiting(self, waiter: Waiter, wanted: int) -> None:
         """Open connections in this waiting request while more are wanted and it is not served.
