@@ -496,10 +496,17 @@ def fd_leak(sched: Scheduler, dsn: str, n: int = 1000, timeouts: int = 3) -> dic
     return {"before": before, "after": after, **failures, "timeouts": [str(t) for t in timed]}
 
 
+def _connect_hosts(dsn: str) -> Any:
+    """Core's host-by-host connect, as ``psycopg2.connect`` uses it once patched."""
+    import psycopg2._psycopg
+
+    from psycogreen.core._connect_hosts import connect_with
+
+    return connect_with(psycopg2._psycopg._connect, dsn)
+
+
 def unpatched(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str, Any]:
     """psycogreen's connect with no wait callback installed: libpq's blocking connect."""
-    from psycogreen.core._connect_hosts import connect_green
-
     assert psycopg2.extensions.get_wait_callback() is None
     _, _, params = _server(dsn)
     with dead_hosts(sched) as dead:
@@ -511,7 +518,7 @@ def unpatched(sched: Scheduler, dsn: str, connect_timeout: int = 2) -> dict[str,
         )
         start = time.perf_counter()
         try:
-            connect_green(target)
+            _connect_hosts(target)
         except psycopg2.OperationalError as exc:
             error: list[str] | None = [type(exc).__name__, str(exc)]
         else:

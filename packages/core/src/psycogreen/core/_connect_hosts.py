@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "ConnectPlan",
-    "connect_green",
     "connect_hosts",
     "connect_with",
     "plan_connect",
@@ -130,40 +129,6 @@ class ConnectPlan:
             slot = self.slots[0]
             if slot.hostaddr or not _needs_resolving(slot.host):
                 self.single = slot
-
-
-def connect_green(
-    dsn: str | None = None,
-    connection_factory: Callable[..., Any] | None = None,
-    cursor_factory: Callable[..., Any] | None = None,
-    **kwargs: Any,  # noqa: ANN401 (psycopg2.connect passes them on to libpq)
-) -> Any:  # noqa: ANN401 (whatever connection_factory makes)
-    """Connect like :func:`psycopg2.connect`, honouring ``connect_timeout`` in green mode.
-
-    Hosts are tried one by one, each name is resolved with ``socket.getaddrinfo`` (the
-    scheduler's resolver in a monkey-patched program) and each address gets at most
-    ``connect_timeout`` seconds, and no longer than a :func:`psycogreen.core.timeout` in force.
-    Without a wait callback psycopg2's blocking connect already does all that, and is used.
-
-    :raises psycopg2.OperationalError: no host could be connected to; the message names each
-        host tried and why it failed (``timeout expired`` for a timeout), as libpq's does.
-
-    .. versionadded:: 1.0
-    """
-    check_psycopg()
-    import psycopg2._psycopg  # noqa: PLC0415 (psycopg2 is optional)
-
-    raw: Callable[..., Any] = psycopg2._psycopg._connect  # noqa: SLF001 (psycopg2.connect's own)
-
-    def connect(dsn: str, *, cursor_factory: Any = None, **kwargs: Any) -> Any:  # noqa: ANN401
-        conn = raw(dsn, **kwargs)
-        if cursor_factory is not None:
-            conn.cursor_factory = cursor_factory
-        return conn
-
-    return connect_with(
-        connect, dsn, connection_factory=connection_factory, cursor_factory=cursor_factory, **kwargs
-    )
 
 
 def connect_with(
