@@ -451,7 +451,7 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
     return failures.raise_()
 
 
-@reports_attempt(_Timeout)
+@reports_attempt(_Timeout, _FAILED)
 def _try(
     connect: Callable[[str], C],
     dsn: str,

@@ -186,13 +186,13 @@ class _Watched:
 
 
 def reports_attempt(
-    timed_out: type[BaseException],
+    timed_out: type[BaseException], failed: object = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Report every call of the connect's one-attempt function as a :class:`ConnectAttempt`.
 
     The function is called ``(connect, dsn, attempt, seconds, failures)``, by position, and
-    returns the connection, or ``None`` after adding the failure to ``failures``; a failure of
-    type ``timed_out`` is a timeout.
+    returns the connection, or ``failed`` after adding the failure to ``failures`` (a factory
+    may make ``None`` a connection); a failure of type ``timed_out`` is a timeout.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
@@ -214,10 +214,12 @@ def reports_attempt(
                 _attempted(where, stopped, started, limit, watched.last, None)
                 raise
             outcome: _Outcome = "connected"
-            if conn is None:
+            if conn is failed:
                 timeout = watched.last is not None and isinstance(watched.last[0], timed_out)
                 outcome = "timed_out" if timeout else "failed"
-            _attempted(where, outcome, started, limit, watched.last, conn)
+            _attempted(
+                where, outcome, started, limit, watched.last, None if conn is failed else conn
+            )
             return conn
 
         return attempt
