@@ -109,7 +109,10 @@ def test_dsn_is_what_the_program_passed(scheduler: str, run_green: RunGreen) -> 
     assert plain["hosts"][0].startswith("host=127.0.0.2,localhost "), plain
     assert "password=xxx" in plain["password"][0]
     assert "password=xxx" in plain["uri"][0]
-    assert all(reconnected for _, reconnected in plain.values())
+    assert all(reconnected for _, reconnected, _ in plain.values())
+    assert (
+        plain["name"][2] == f"<connection object at <addr>; dsn: '{plain['name'][0]}', closed: 0>"
+    )
     assert patched == plain
 
 

@@ -56,6 +56,8 @@ LAYERS: dict[str, set[str]] = {
         "_connect",
         "_connect_hosts",
         "_lobject",
+        "_lobject_args",
+        "_lobject_io",
     },
     "top": {"_patch", "__init__", "backend", "events"},
 }

@@ -177,7 +177,8 @@ def connection_dsn(sched: Scheduler, dsn: str) -> dict[str, Any]:
     for name, (given, kwargs) in cases.items():
         conn = psycopg2.connect(given, **kwargs)
         again = psycopg2.connect(conn.dsn.replace("xxx", "secret"))  # a pool's reconnect
-        out[name] = [conn.dsn, again.get_backend_pid() != conn.get_backend_pid()]
+        shown = repr(conn).replace(hex(id(conn)), "<addr>")
+        out[name] = [conn.dsn, again.get_backend_pid() != conn.get_backend_pid(), shown]
         again.close()
         conn.close()
     return out

@@ -148,6 +148,10 @@ class GuardedConnection(_Connection):
         given: str | None = self.__dict__.get(_dsn.KEY)
         return str(_DSN.__get__(self)) if given is None else given
 
+    def __repr__(self) -> str:
+        """psycopg2's repr, with the ``dsn`` above (``connection_type.c``: connection_repr)."""
+        return f"<connection object at {id(self):#x}; dsn: '{self.dsn}', closed: {self.closed}>"
+
     def lobject(
         self,
         oid: int = 0,

@@ -27,31 +27,31 @@ mark, so the connection's ``poll()`` counts the commands after which no transact
 from __future__ import annotations
 
 import operator
-import os
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 from psycogreen.core import _pollhook
-from psycogreen.core._busy import refuse
 from psycogreen.core._bytesfill import Filler
+from psycogreen.core._lobject_args import (
+    INV_READ,
+    INV_WRITE,
+    LOBJECT_BINARY,
+    LOBJECT_READ,
+    LOBJECT_WRITE,
+    optional_text,
+    parse_mode,
+    pgmode,
+    text,
+    type_name,
+    unparse_mode,
+    unsigned,
+)
+from psycogreen.core._lobject_io import CHUNK, LO64_SINCE, export_file, import_file, lo64, query
 
-__all__ = ["CHUNK", "GreenLargeObject", "lobject", "parse_mode", "unparse_mode"]
+__all__ = ["CHUNK", "GreenLargeObject", "green_class", "lobject"]
 
-#: Bytes read or written per query.
-CHUNK = 1 << 20
-
-# libpq-fs.h
-INV_WRITE = 0x20000
-INV_READ = 0x40000
-# psycopg2's lobject.h
-LOBJECT_READ = 1
-LOBJECT_WRITE = 2
-LOBJECT_BINARY = 4
-LOBJECT_TEXT = 8
-# The 64-bit large-object functions (lo_lseek64, lo_tell64, lo_truncate64) exist since 9.3.
-_LO64_SINCE = 90300
 _INT_MAX = (1 << 31) - 1
 _INT_MIN = -(1 << 31)
 
@@ -75,10 +75,10 @@ def lobject(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         return _Connection.lobject(conn, *args)
     # psycopg2's checks, in its order (connection_type.c: psyco_conn_lobject): its argument
     # parsing (PyArg's "|IzIzO", with its messages), then the connection's state.
-    oid = _unsigned(oid)
-    new_oid = _unsigned(new_oid)
-    _optional_text(mode, 2)
-    _optional_text(new_file, 4)
+    oid = unsigned(oid)
+    new_oid = unsigned(new_oid)
+    optional_text(mode, 2)
+    optional_text(new_file, 4)
     if conn.closed:
         raise psycopg2.InterfaceError("connection already closed")
     if conn.async_:
@@ -94,48 +94,6 @@ def lobject(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
     if not isinstance(obj, _Lobject):
         raise TypeError("lobject factory must be subclass of psycopg2.extensions.lobject")
     return obj
-
-
-def parse_mode(mode: str) -> int:
-    """psycopg2's ``_lobject_parse_mode``: ``[r|w|rw|n][t|b]``, read and text by default.
-
-    :raises ValueError: any other mode.
-    """
-    value = 0
-    pos = 0
-    if mode.startswith("rw"):
-        value |= LOBJECT_READ | LOBJECT_WRITE
-        pos = 2
-    elif mode[:1] == "r":
-        value |= LOBJECT_READ
-        pos = 1
-    elif mode[:1] == "w":
-        value |= LOBJECT_WRITE
-        pos = 1
-    elif mode[:1] == "n":
-        pos = 1
-    else:
-        value |= LOBJECT_READ
-    if mode[pos : pos + 1] == "t":
-        value |= LOBJECT_TEXT
-        pos += 1
-    elif mode[pos : pos + 1] == "b":
-        value |= LOBJECT_BINARY
-        pos += 1
-    else:
-        value |= LOBJECT_TEXT
-    if pos != len(mode):
-        message = f"bad mode for lobject: '{mode}'"
-        raise ValueError(message)
-    return value
-
-
-def unparse_mode(mode: int) -> str:
-    """psycopg2's ``_lobject_unparse_mode``: ``"rwt"``, ``"rb"``, ``"n"``..."""
-    text = ("r" if mode & LOBJECT_READ else "") + ("w" if mode & LOBJECT_WRITE else "")
-    if not text:
-        return "n"
-    return text + ("t" if mode & LOBJECT_TEXT else "b")
 
 
 class _Transactions:
@@ -209,12 +167,12 @@ class GreenLargeObject(_Lobject):
     ) -> None:
         """Open large object ``oid``, or create one (``oid`` 0): psycopg2's ``lobject()``."""
         if not isinstance(conn, _Connection):
-            message = f"argument 1 must be psycopg2.extensions.connection, not {_tp_name(conn)}"
+            message = f"argument 1 must be psycopg2.extensions.connection, not {type_name(conn)}"
             raise TypeError(message)
-        oid = _unsigned(oid)
-        new_oid = _unsigned(new_oid)
-        smode = _optional_text(mode, 3) or ""
-        new_file = _optional_text(new_file, 5)
+        oid = unsigned(oid)
+        new_oid = unsigned(new_oid)
+        smode = optional_text(mode, 3) or ""
+        new_file = optional_text(new_file, 5)
         if conn.autocommit:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
         self._psycogreen = state = _State(conn)
@@ -222,18 +180,18 @@ class GreenLargeObject(_Lobject):
         if oid == 0:
             # A new object is opened for writing, whatever the mode (lobject_int.c).
             value = (value & ~LOBJECT_READ) | LOBJECT_WRITE
-            pgmode = _pgmode(value)
+            flags = pgmode(value)
             if new_file is not None:
-                state.oid = self._import(new_file)
+                state.oid = import_file(conn, new_file)
             elif new_oid:
-                state.oid = _query(conn, "SELECT lo_create(%s::oid)", (new_oid,))
+                state.oid = query(conn, "SELECT lo_create(%s::oid)", (new_oid,))
             else:
-                state.oid = _query(conn, "SELECT lo_creat(%s)", (INV_READ | INV_WRITE,))
+                state.oid = query(conn, "SELECT lo_creat(%s)", (INV_READ | INV_WRITE,))
         else:
             state.oid = oid
-            pgmode = _pgmode(value)
-        if pgmode:
-            state.fd = _query(conn, "SELECT lo_open(%s::oid, %s)", (state.oid, pgmode))
+            flags = pgmode(value)
+        if flags:
+            state.fd = query(conn, "SELECT lo_open(%s::oid, %s)", (state.oid, flags))
         state.mode = value
         state.smode = unparse_mode(value)
 
@@ -288,21 +246,21 @@ class GreenLargeObject(_Lobject):
         conn = state.conn
         fd = state.fd
         first = min(size, CHUNK) if size >= 0 else CHUNK
-        data = bytes(_query(conn, "SELECT loread(%s, %s)", (fd, first)))
+        data = bytes(query(conn, "SELECT loread(%s, %s)", (fd, first)))
         if len(data) < first or len(data) == size:
             return data  # all of it in one query: the usual case
         # More to come: find out how much, as psycopg2 does for a read to the end (a tell and
         # two seeks), to fill one result as the pieces arrive (``_bytesfill``).
-        where = _lo64(conn, "tell", fd)
-        end = _lo64(conn, "lseek", fd, 0, 2)
-        _lo64(conn, "lseek", fd, where, 0)
+        where = lo64(conn, "tell", fd)
+        end = lo64(conn, "lseek", fd, 0, 2)
+        lo64(conn, "lseek", fd, where, 0)
         left = max(end - where, 0)
         if size >= 0:
             left = min(left, size - len(data))
         result = Filler(len(data) + left)
         result.add(data)
         while left > 0:
-            piece = bytes(_query(conn, "SELECT loread(%s, %s)", (fd, min(CHUNK, left))))
+            piece = bytes(query(conn, "SELECT loread(%s, %s)", (fd, min(CHUNK, left))))
             if not piece:
                 break
             result.add(piece)
@@ -316,13 +274,13 @@ class GreenLargeObject(_Lobject):
         if isinstance(data, str):
             data = data.encode(_codec(conn))
         elif not isinstance(data, bytes):
-            message = f"lobject.write requires a string; got {_tp_name(data)} instead"
+            message = f"lobject.write requires a string; got {type_name(data)} instead"
             raise TypeError(message)
         view = memoryview(data)
         written = 0
         for start in range(0, len(view), CHUNK) or (0,):
             chunk = view[start : start + CHUNK]
-            written += _query(conn, "SELECT lowrite(%s, %s)", (state.fd, chunk))
+            written += query(conn, "SELECT lowrite(%s, %s)", (state.fd, chunk))
         return written
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -331,31 +289,31 @@ class GreenLargeObject(_Lobject):
         whence = operator.index(whence)
         state = self._check()
         conn = state.conn
-        if conn.server_version < _LO64_SINCE and not _INT_MIN <= offset <= _INT_MAX:
+        if conn.server_version < LO64_SINCE and not _INT_MIN <= offset <= _INT_MAX:
             message = (
                 f"offset out of range ({offset}): server version {conn.server_version} "
                 "does not support the lobject 64 API"
             )
             raise psycopg2.NotSupportedError(message)
-        return _lo64(conn, "lseek", state.fd, offset, whence)
+        return lo64(conn, "lseek", state.fd, offset, whence)
 
     def tell(self) -> int:
         """Return the lobject's current position."""
         state = self._check()
-        return _lo64(state.conn, "tell", state.fd)
+        return lo64(state.conn, "tell", state.fd)
 
     def truncate(self, len: int = 0) -> None:  # noqa: A002 (psycopg2's keyword)
         """Truncate (or extend with zeroes) the large object to ``len`` bytes."""
         length = operator.index(len)
         state = self._check()
         conn = state.conn
-        if conn.server_version < _LO64_SINCE and length > _INT_MAX:
+        if conn.server_version < LO64_SINCE and length > _INT_MAX:
             message = (
                 f"len out of range ({length}): server version {conn.server_version} "
                 "does not support the lobject 64 API"
             )
             raise psycopg2.NotSupportedError(message)
-        _lo64(conn, "truncate", state.fd, length)
+        lo64(conn, "truncate", state.fd, length)
 
     def close(self) -> None:
         """Close the lobject: a no-op once closed, or once its transaction has ended."""
@@ -365,7 +323,7 @@ class GreenLargeObject(_Lobject):
         if state.closed() or state.conn.autocommit or state.stale():
             return
         fd, state.fd = state.fd, -1
-        _query(state.conn, "SELECT lo_close(%s)", (fd,))
+        query(state.conn, "SELECT lo_close(%s)", (fd,))
 
     def unlink(self) -> None:
         """Close, then remove the large object (also a closed or stale one)."""
@@ -373,132 +331,16 @@ class GreenLargeObject(_Lobject):
         conn = state.conn
         if not (state.closed() or conn.autocommit or state.stale()):
             fd, state.fd = state.fd, -1
-            _query(conn, "SELECT lo_close(%s)", (fd,))
-        _query(conn, "SELECT lo_unlink(%s::oid)", (state.oid,))
+            query(conn, "SELECT lo_close(%s)", (fd,))
+        query(conn, "SELECT lo_unlink(%s::oid)", (state.oid,))
 
     def export(self, filename: str) -> None:
         """Write the large object's content to the client's file ``filename``."""
-        filename = _text(filename, 1)
+        filename = text(filename, 1)
         state = self._psycogreen
-        conn = state.conn
-        if conn.autocommit:
+        if state.conn.autocommit:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
-        # libpq's lo_export: open the object, then the file, then copy.
-        fd = _query(conn, "SELECT lo_open(%s::oid, %s)", (state.oid, INV_READ))
-        try:
-            target = os.open(filename, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o666)
-        except OSError as exc:
-            _query(conn, "SELECT lo_close(%s)", (fd,))
-            message = f'could not open file "{filename}": {exc.strerror}\n'
-            raise psycopg2.OperationalError(message) from exc
-        try:
-            while True:
-                data = bytes(_query(conn, "SELECT loread(%s, %s)", (fd, CHUNK)))
-                if data:
-                    _write_all(target, data, filename)
-                if len(data) < CHUNK:
-                    break
-        finally:
-            os.close(target)
-        _query(conn, "SELECT lo_close(%s)", (fd,))
-
-    def _import(self, filename: str) -> int:
-        """Libpq's ``lo_import``: a new object holding the client's file ``filename``."""
-        conn = self._psycogreen.conn
-        try:
-            source = os.open(filename, os.O_RDONLY)
-        except OSError as exc:
-            message = f'could not open file "{filename}": {exc.strerror}\n'
-            raise psycopg2.OperationalError(message) from exc
-        try:
-            oid = _query(conn, "SELECT lo_creat(%s)", (INV_READ | INV_WRITE,))
-            fd = _query(conn, "SELECT lo_open(%s::oid, %s)", (oid, INV_WRITE))
-            while True:
-                try:
-                    data = os.read(source, CHUNK)
-                except OSError as exc:
-                    message = f'could not read from file "{filename}": {exc.strerror}\n'
-                    raise psycopg2.OperationalError(message) from exc
-                if not data:
-                    break
-                _query(conn, "SELECT lowrite(%s, %s)", (fd, data))
-            _query(conn, "SELECT lo_close(%s)", (fd,))
-        finally:
-            os.close(source)
-        return int(oid)
-
-
-def _write_all(fd: int, data: bytes, filename: str) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except OSError as exc:
-            message = f'could not write to file "{filename}": {exc.strerror}\n'
-            raise psycopg2.OperationalError(message) from exc
-        view = view[written:]
-
-
-def _query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
-    """The one value of ``sql``, run by psycopg2 (through the wait callback) on ``conn``.
-
-    A server error of a large-object function is an ``OperationalError`` with the server's
-    message, as psycopg2 raises libpq's (``pq_complete_error``), except ``QueryCanceled``:
-    what psycogreen's timeouts raise (it is an ``OperationalError`` too). psycopg2's own
-    errors (a closed connection, a busy one) propagate unchanged.
-    """
-    refuse(conn, "a large-object operation")  # another greenlet's query in flight: say so
-    cursor = psycopg2.extensions.cursor(conn)
-    try:
-        cursor.execute(sql, args)
-        row: tuple[Any, ...] = cursor.fetchone()  # type: ignore[assignment]  # one row always
-        return row[0]
-    except psycopg2.Error as exc:
-        if exc.pgcode is None or isinstance(exc, psycopg2.extensions.QueryCanceledError):
-            raise
-        raise psycopg2.OperationalError(exc.pgerror) from exc
-    finally:
-        cursor.close()
-
-
-def _lo64(conn: Any, name: str, *args: int) -> int:  # noqa: ANN401
-    """``lo_<name>64(args)``, or ``lo_<name>`` on a server older than 9.3 (as psycopg2)."""
-    function = f"lo_{name}64" if conn.server_version >= _LO64_SINCE else f"lo_{name}"
-    placeholders = ", ".join(["%s"] * len(args))
-    return int(_query(conn, f"SELECT {function}({placeholders})", args))
-
-
-def _pgmode(mode: int) -> int:
-    return (INV_READ if mode & LOBJECT_READ else 0) | (INV_WRITE if mode & LOBJECT_WRITE else 0)
-
-
-def _unsigned(value: Any) -> int:  # noqa: ANN401 (anything with __index__)
-    # PyArg's "I": an int, converted without overflow checking (psycopg2 parses oids so).
-    return operator.index(value) & 0xFFFFFFFF
-
-
-def _text(value: object, position: int) -> str:
-    # PyArg's "s": a str without NUL characters, with its messages.
-    if not isinstance(value, str):
-        message = f"argument {position} must be str, not {_tp_name(value)}"
-        raise TypeError(message)
-    if "\0" in value:
-        raise ValueError("embedded null character")
-    return value
-
-
-def _optional_text(value: object, position: int) -> str | None:
-    # PyArg's "z": None, or what "s" takes.
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        message = f"argument {position} must be str or None, not {_tp_name(value)}"
-        raise TypeError(message)
-    return _text(value, position)
-
-
-def _tp_name(value: object) -> str:
-    return type(value).__name__
+        export_file(state.conn, state.oid, filename)
 
 
 def _codec(conn: Any) -> str:  # noqa: ANN401
