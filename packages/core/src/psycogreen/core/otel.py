@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from opentelemetry import trace
+import opentelemetry.trace as trace  # noqa: PLR0402 (mypy resolves the submodule, not the namespace)
 from opentelemetry.util.types import AttributeValue
 
 from psycogreen.core import events
