@@ -40,7 +40,6 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -439,12 +438,12 @@ def targets(sections: dict[str, Any]) -> list[str]:
         )
     for backend in ("gevent", "eventlet"):
         values = metric("observe", backend, "sub_ratio")
-        med = statistics.median(values) if values else None
+        med = median(values)
         rows.append(
             (
                 f"per-wait CPU with a no-op events subscriber, {backend}, same process",
                 "≤ 1.03× without",
-                _spread(values, "{:.3f}") if values else "not run",
+                _spread(values, "{:.3f}") if med is not None else "not run",
                 None if med is None else med <= 1.03,
             )
         )
@@ -453,7 +452,7 @@ def targets(sections: dict[str, Any]) -> list[str]:
             (
                 f"per-wait CPU with per-wait timing, {backend}, same process",
                 "measured",
-                _spread(values, "{:.2f}") if values else "not run",
+                _spread(values, "{:.2f}") if median(values) is not None else "not run",
                 None,
             )
         )

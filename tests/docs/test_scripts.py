@@ -86,6 +86,8 @@ def test_every_step_in_order(stub: dict[str, str]) -> None:
         matrix,
         "run recipes:test --reruns 2 --reruns-delay 1",
         "run copy:test --reruns 2 --reruns-delay 1",
+        "run conformance:test --reruns 2 --reruns-delay 1",
+        "run soak:test",
         "run types:check",
         "run lint:check",
         "run packaging:check",
