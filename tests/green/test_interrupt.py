@@ -229,6 +229,7 @@ def test_native_threads_block_only_themselves(scheduler: str, run_green: RunGree
 
 
 @pytest.mark.slow
+@pytest.mark.once  # the soak covers the same ground on every run
 def test_kill_storm(scheduler: str, run_green: RunGreen) -> None:
     """200 greenlets x 50 queries, 10% killed at random points."""
     out = run_green(scheduler, scenarios_interrupt.kill_storm, timeout=300)
@@ -244,6 +245,7 @@ def test_kill_storm(scheduler: str, run_green: RunGreen) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_timeout_storm(scheduler: str, run_green: RunGreen) -> None:
     """20 greenlets x 100 queries under random 0-8 ms timeouts (scheduler's and psycogreen's)."""
     out = run_green(scheduler, scenarios_interrupt.timeout_storm, timeout=300)
