@@ -43,12 +43,21 @@ _Connection = psycopg2.extensions.connection
 _execute = psycopg2.extensions.cursor.execute
 
 
-def supports(conn: object) -> bool:
-    """Whether psycogreen's own wait callback drives ``conn``: it runs the hook (``_pollhook``).
+#: The connection classes whose COPY goes through psycopg2's ``execute()``: the guarded ones,
+#: set by ``_guard`` when imported (it sits above this module). Another connection's COPY runs
+#: whole in ``_copy``: inside ``execute()`` psycopg2 holds the connection's mutex, and a
+#: ``close()`` from another task, which only the guard refuses, would block the whole thread.
+guarded: tuple[type, ...] = ()
 
-    The callbacks of other projects (eventlet's own, psycogreen 1.0.2's) do not.
+
+def supports(conn: object) -> bool:
+    """Whether ``conn``'s COPY runs through psycopg2's ``execute()`` and the callback's hook.
+
+    A guarded connection, driven by psycogreen's own wait callback (the callbacks of other
+    projects, eventlet's own or psycogreen 1.0.2's, run no hook).
     """
-    del conn  # one callback drives every connection of the process
+    if not isinstance(conn, guarded):
+        return False
     callback = psycopg2.extensions.get_wait_callback()
     return callback is not None and owner(callback)[2]
 

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from psycogreen.core import _cancel, _dsn, _libpq, _lobject, _waits
+from psycogreen.core import _cancel, _copy_execute, _dsn, _libpq, _lobject, _waits
 from psycogreen.core._busy import ConnectionBusyError, refuse
 from psycogreen.core._copy import CopyCursorMixin
 from psycogreen.core._detect import installed_backend
@@ -416,3 +416,7 @@ def guarded_cursor_class(factory: Any = None, *, named: bool = False) -> Any:  #
     """
     guard = GuardedNamedCursor if named else GuardedCursor
     return _mix(_Cursor if factory is None else factory, guard)
+
+
+# COPY on a guarded connection goes through psycopg2's execute() (_copy_execute).
+_copy_execute.guarded = (GuardedConnection,)
