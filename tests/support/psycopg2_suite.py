@@ -14,7 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tests.support.legacy import _pip
+from tests.support.legacy import pip_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".tmp" / "psycopg2-suite"
@@ -45,7 +45,7 @@ def suite_dir(version: str | None = None) -> Path:
     if not sdist.exists():
         subprocess.run(
             [
-                *_pip(),
+                *pip_command(),
                 "download",
                 "--no-deps",
                 "--no-binary",
