@@ -17,7 +17,7 @@ from tests.support.env import missing
 from tests.support.postgres import ThrowawayPostgres
 
 # Slow, and independent of the Python version: one Python's environments run it.
-pytestmark = [pytest.mark.postgres, pytest.mark.once]
+pytestmark = pytest.mark.postgres
 
 # PoolTimeout is due ``wait`` seconds after the request; the issue allows 50 ms beyond, not
 # counting the time the hub itself was late (a heartbeat measures it: on a loaded machine the
@@ -26,15 +26,23 @@ LATE = 0.05
 
 
 def test_never_more_backends_than_max_size(scheduler: str, run_green: RunGreen) -> None:
-    """1,000 requests over max_size=10 while each connect takes 0.2 s (a delaying proxy)."""
-    out = run_green(scheduler, scenarios_pool.many_over_max, requests=1000, max_size=10)
+    """1,000 requests over max_size=10 while each connect takes 0.2 s (a delaying proxy).
+
+    Each query takes 50 ms: the patient half is 25 connection-seconds of work, so the pool is
+    pressed to its maximum however fast the machine is (with a shorter query a few connections
+    serve everyone before the pool has grown to ten, and the maximum is never tested).
+    """
+    out = run_green(
+        scheduler, scenarios_pool.many_over_max, requests=1000, max_size=10, query=0.05
+    )
     assert out["errors"] == [], out
     assert out["ok"] + out["timeout"] == 1000, out
     assert out["ok"] >= 500, out  # the patient half is served
     assert out["peak"]["samples"] > 20, out  # sampled throughout
     assert out["peak"]["backends"] <= 10, out
     assert out["peak"]["size"] <= 10, out
-    assert out["stats"]["connections_num"] == 10, out  # none opened beyond the maximum
+    # It grew to the maximum under that pressure, and opened none beyond it.
+    assert out["stats"]["connections_num"] == 10, out
     assert out["left"] == 0, out
 
 

@@ -13,7 +13,7 @@ from tests.support import scenarios_reliability
 from tests.support.env import require
 
 # Slow, and independent of the Python version: one Python's environments run it.
-pytestmark = [pytest.mark.postgres, pytest.mark.once]
+pytestmark = pytest.mark.postgres
 
 # How long the hub itself may block for a rollback against a local server: a round trip
 # (milliseconds), measured around the rollback; and the heartbeat goes on (not frozen for good).
