@@ -32,9 +32,7 @@ def test_never_more_backends_than_max_size(scheduler: str, run_green: RunGreen) 
     pressed to its maximum however fast the machine is (with a shorter query a few connections
     serve everyone before the pool has grown to ten, and the maximum is never tested).
     """
-    out = run_green(
-        scheduler, scenarios_pool.many_over_max, requests=1000, max_size=10, query=0.05
-    )
+    out = run_green(scheduler, scenarios_pool.many_over_max, requests=1000, max_size=10, query=0.05)
     assert out["errors"] == [], out
     assert out["ok"] + out["timeout"] == 1000, out
     assert out["ok"] >= 500, out  # the patient half is served
