@@ -51,6 +51,10 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extensions import QuotedString, quote_ident
+
 from psycogreen.core import _copy_execute, _copy_libpq
 from psycogreen.core._backend import waits_here
 from psycogreen.core._busy import refuse
@@ -63,10 +67,15 @@ from psycogreen.core._detect import installed_backend
 from psycogreen.core._inflight import current_task, inflight
 from psycogreen.core._types import WaitFunc
 
+_Cursor = psycopg2.extensions.cursor
+_Connection = psycopg2.extensions.connection
+# psycopg2's own COPY methods, for when no wait callback is installed: they get the caller's
+# arguments as given, and check them themselves (with psycopg2's TypeError).
+_PLAIN: Any = _Cursor
 if TYPE_CHECKING:
-    from psycopg2.extensions import cursor as _CursorBase  # noqa: N812
+    _MixinBase = _Cursor  # what the mixin's methods call through super()
 else:
-    _CursorBase = object
+    _MixinBase = object  # a mixin: psycopg2's cursor class comes from the class it is mixed into
 
 __all__ = [
     "DEFAULT_COPY_SIZE",
@@ -85,9 +94,7 @@ DEFAULT_COPY_SIZE = 8192
 # Public functions
 
 
-def copy_expert(
-    cursor: _CursorBase, sql: object, file: object, size: int = DEFAULT_COPY_SIZE
-) -> int:
+def copy_expert(cursor: _Cursor, sql: object, file: object, size: int = DEFAULT_COPY_SIZE) -> int:
     """Run the ``COPY ... FROM STDIN`` or ``COPY ... TO STDOUT`` statement ``sql`` on ``cursor``.
 
     The cooperative counterpart of psycopg2's ``cursor.copy_expert()``, usable while a wait
@@ -123,14 +130,13 @@ def copy_expert(
         )
         raise TypeError(message)
     if not _green():
-        base = _psycopg2_cursor()
-        base.copy_expert(cursor, sql, file, size)
+        _PLAIN.copy_expert(cursor, sql, file, size)
         return int(cursor.rowcount)
     return _copy(cursor, conn, sql, file, size)
 
 
 def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
-    cursor: _CursorBase,
+    cursor: _Cursor,
     file: object,
     table: str,
     sep: str = "\t",
@@ -152,7 +158,7 @@ def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
     if not hasattr(file, "read"):
         raise TypeError("argument 1 must have a .read() method")
     if not _green():
-        _psycopg2_cursor().copy_from(cursor, file, table, sep, null, size, columns)
+        _PLAIN.copy_from(cursor, file, table, sep, null, size, columns)
         return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_from")
     sql = _copy_statement(conn, "copy_from", table, sep, null, columns)
@@ -160,7 +166,7 @@ def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
 
 
 def copy_to(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
-    cursor: _CursorBase,
+    cursor: _Cursor,
     file: object,
     table: str,
     sep: str = "\t",
@@ -176,14 +182,14 @@ def copy_to(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
     if not hasattr(file, "write"):
         raise TypeError("argument 1 must have a .write() method")
     if not _green():
-        _psycopg2_cursor().copy_to(cursor, file, table, sep, null, columns)
+        _PLAIN.copy_to(cursor, file, table, sep, null, columns)
         return int(cursor.rowcount)
     conn = _check_cursor(cursor, "copy_to")
     sql = _copy_statement(conn, "copy_to", table, sep, null, columns)
     return _copy(cursor, conn, sql, file, DEFAULT_COPY_SIZE)
 
 
-class CopyCursorMixin(_CursorBase):
+class CopyCursorMixin(_MixinBase):
     """Make a psycopg2 cursor class's ``copy_*`` methods work under a wait callback.
 
     ``class Cursor(CopyCursorMixin, psycopg2.extensions.cursor)`` (or with any cursor class,
@@ -237,23 +243,12 @@ class CopyCursorMixin(_CursorBase):
 # Checks and statement building
 
 
-def _psycopg2_cursor() -> Any:  # noqa: ANN401 (psycopg2's cursor type)
-    import psycopg2.extensions  # noqa: PLC0415
-
-    return psycopg2.extensions.cursor
-
-
 def _green() -> bool:
-    import psycopg2.extensions  # noqa: PLC0415 (psycopg2 is optional)
-
     return psycopg2.extensions.get_wait_callback() is not None
 
 
-def _check_cursor(cursor: Any, method: str) -> Any:  # noqa: ANN401 (a psycopg2 connection)
+def _check_cursor(cursor: object, method: str) -> _Connection:
     """The checks psycopg2 makes before a COPY (``cursor_type.c``), with its messages."""
-    import psycopg2  # noqa: PLC0415
-    import psycopg2.extensions  # noqa: PLC0415
-
     if not isinstance(cursor, psycopg2.extensions.cursor):
         message = f"{method} needs a psycopg2 cursor, not {type(cursor).__qualname__}"
         raise TypeError(message)
@@ -272,7 +267,7 @@ def _check_cursor(cursor: Any, method: str) -> Any:  # noqa: ANN401 (a psycopg2 
     return conn
 
 
-def _statement(conn: Any, sql: object) -> bytes:  # noqa: ANN401
+def _statement(conn: _Connection, sql: object) -> bytes:
     if hasattr(sql, "as_string"):  # psycopg2.sql.Composable
         sql = sql.as_string(conn)
     if isinstance(sql, str):
@@ -286,12 +281,12 @@ def _statement(conn: Any, sql: object) -> bytes:  # noqa: ANN401
 
 
 def _copy_statement(  # noqa: PLR0913, PLR0917
-    conn: Any,  # noqa: ANN401
+    conn: _Connection,
     method: str,
     table: str,
     sep: str,
     null: str,
-    columns: Iterable[Any] | None,
+    columns: Iterable[str] | None,
 ) -> bytes:
     """psycopg2's statement for copy_from/copy_to (``cursor_type.c``: ``curs_copy_from``).
 
@@ -300,8 +295,6 @@ def _copy_statement(  # noqa: PLR0913, PLR0917
     and the null string as literals (``psyco_escape_string``: ``E''`` when
     ``standard_conforming_strings`` is off).
     """
-    from psycopg2.extensions import QuotedString, quote_ident  # noqa: PLC0415
-
     values: tuple[tuple[str, object], ...] = (("table", table), ("sep", sep), ("null", null))
     for name, value in values:
         # psycopg2 parses them with PyArg's "s": a str without NUL characters.
@@ -366,7 +359,7 @@ def _lib() -> _copy_libpq.CopyLibPQ:
 # The COPY itself
 
 
-def _copy(cursor: Any, conn: Any, sql: object, file: object, size: int) -> int:  # noqa: ANN401
+def _copy(cursor: _Cursor, conn: _Connection, sql: object, file: object, size: int) -> int:
     """Run the COPY ``sql`` cooperatively; return the row count."""
     if _copy_execute.supports(conn):
         wait_read, wait_write = _waits()
@@ -383,10 +376,7 @@ def _refuse_if_busy(conn: object) -> None:
         refuse(conn, "COPY")
 
 
-def _run(conn: Any, sql: bytes, file: object, size: int) -> int:  # noqa: ANN401
-    import psycopg2  # noqa: PLC0415
-    import psycopg2.extensions  # noqa: PLC0415
-
+def _run(conn: _Connection, sql: bytes, file: object, size: int) -> int:
     wait_read, wait_write = _waits()
     lib = _lib()
     if conn.closed:

@@ -60,7 +60,7 @@ _Connection = psycopg2.extensions.connection
 
 
 def lobject(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
-    conn: Any,  # noqa: ANN401 (a psycopg2 connection)
+    conn: _Connection,
     oid: int = 0,
     mode: str | None = "",
     new_oid: int = 0,
@@ -69,7 +69,7 @@ def lobject(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
 ) -> Any:  # noqa: ANN401 (the factory's type)
     """``conn.lobject()``: psycopg2's without a wait callback, a green one with."""
     if psycopg2.extensions.get_wait_callback() is None:
-        args: list[Any] = [oid, mode, new_oid, new_file]
+        args: list[Any] = [oid, mode, new_oid, new_file]  # as given: psycopg2 checks them
         if factory is not None:
             args.append(factory)
         return _Connection.lobject(conn, *args)
@@ -104,13 +104,13 @@ class _Transactions:
     def __init__(self) -> None:
         self.mark = 0
 
-    def __call__(self, conn: Any) -> None:  # noqa: ANN401 (a psycopg2 connection)
+    def __call__(self, conn: _Connection) -> None:
         """After each command: none open means one just ended (or none was open)."""
         if conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             self.mark += 1
 
 
-def _transactions(conn: Any) -> _Transactions:  # noqa: ANN401
+def _transactions(conn: _Connection) -> _Transactions:
     watcher = _pollhook.watchers.get(id(conn))
     if not isinstance(watcher, _Transactions):
         watcher = _Transactions()
@@ -123,7 +123,7 @@ class _State:
 
     __slots__ = ("conn", "fd", "mark", "mode", "oid", "smode", "transactions")
 
-    def __init__(self, conn: Any) -> None:  # noqa: ANN401
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
         self.transactions = _transactions(conn)
         self.mark = self.transactions.mark
@@ -159,7 +159,7 @@ class GreenLargeObject(_Lobject):
 
     def __init__(
         self,
-        conn: Any,  # noqa: ANN401
+        conn: object,  # anything, refused below with psycopg2's TypeError
         oid: int = 0,
         mode: str | None = None,
         new_oid: int = 0,
@@ -343,11 +343,11 @@ class GreenLargeObject(_Lobject):
         export_file(state.conn, state.oid, filename)
 
 
-def _codec(conn: Any) -> str:  # noqa: ANN401
+def _codec(conn: _Connection) -> str:
     return str(psycopg2.extensions.encodings.get(conn.encoding, "utf-8"))
 
 
-_classes: dict[Any, Any] = {}
+_classes: dict[object, object] = {}  # factory -> what green_class() made of it
 
 
 def green_class(factory: Any) -> Any:  # noqa: ANN401 (a class, or a callable as given)

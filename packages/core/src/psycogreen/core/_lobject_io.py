@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2.extensions import connection
 
 from psycogreen.core._busy import refuse
 from psycogreen.core._lobject_args import INV_READ, INV_WRITE
@@ -27,7 +28,7 @@ CHUNK = 1 << 20
 LO64_SINCE = 90300
 
 
-def query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
+def query(conn: connection, sql: str, args: tuple[object, ...]) -> Any:  # noqa: ANN401 (a row value)
     """The one value of ``sql``, run by psycopg2 (through the wait callback) on ``conn``.
 
     A server error of a large-object function is an ``OperationalError`` with the server's
@@ -39,7 +40,8 @@ def query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
     cursor = psycopg2.extensions.cursor(conn)
     try:
         cursor.execute(sql, args)
-        row: tuple[Any, ...] = cursor.fetchone()  # type: ignore[assignment]  # one row always
+        row = cursor.fetchone()
+        assert row is not None  # an aggregate-free SELECT of one function: one row always
         return row[0]
     except psycopg2.Error as exc:
         if exc.pgcode is None or isinstance(exc, psycopg2.extensions.QueryCanceledError):
@@ -49,14 +51,14 @@ def query(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
         cursor.close()
 
 
-def lo64(conn: Any, name: str, *args: int) -> int:  # noqa: ANN401
+def lo64(conn: connection, name: str, *args: int) -> int:
     """``lo_<name>64(args)``, or ``lo_<name>`` on a server older than 9.3 (as psycopg2)."""
     function = f"lo_{name}64" if conn.server_version >= LO64_SINCE else f"lo_{name}"
     placeholders = ", ".join(["%s"] * len(args))
     return int(query(conn, f"SELECT {function}({placeholders})", args))
 
 
-def export_file(conn: Any, oid: int, filename: str) -> None:  # noqa: ANN401
+def export_file(conn: connection, oid: int, filename: str) -> None:
     """Libpq's ``lo_export``: open the object, then the file, then copy."""
     fd = query(conn, "SELECT lo_open(%s::oid, %s)", (oid, INV_READ))
     try:
@@ -77,7 +79,7 @@ def export_file(conn: Any, oid: int, filename: str) -> None:  # noqa: ANN401
     query(conn, "SELECT lo_close(%s)", (fd,))
 
 
-def import_file(conn: Any, filename: str) -> int:  # noqa: ANN401
+def import_file(conn: connection, filename: str) -> int:
     """Libpq's ``lo_import``: a new object holding the client's file ``filename``; its oid."""
     try:
         source = os.open(filename, os.O_RDONLY)
