@@ -14,7 +14,7 @@ options of other modules (timeouts, host handling) wrap.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
@@ -22,11 +22,14 @@ from psycogreen.core._connect_hosts import connect_with
 from psycogreen.core._guard import guarded_connection_class
 from psycogreen.core._timeout import UNSET, block_timeout, set_timeout, timeout
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["connect", "install", "installed", "raw_connect", "uninstall"]
 
 #: The ``psycopg2.connect`` that :func:`install` replaced (psycopg2's own, or another
 #: library's wrapper of it), or ``None`` when not installed.
-_replaced: Any = None
+_replaced: Callable[..., Any] | None = None  # Any: as psycopg2.connect's stub
 _lock = threading.Lock()
 
 
@@ -43,7 +46,7 @@ def raw_connect(dsn: str | None, **kwargs: Any) -> Any:  # noqa: ANN401 (the fac
 def connect(
     dsn: str | None = None,
     connection_factory: Any = None,  # noqa: ANN401 (any callable psycopg2 accepts)
-    cursor_factory: Any = None,  # noqa: ANN401
+    cursor_factory: Any = None,  # noqa: ANN401 (any callable psycopg2 accepts)
     **kwargs: Any,  # noqa: ANN401 (libpq's parameters)
 ) -> Any:  # noqa: ANN401 (the factory's type)
     """``psycopg2.connect()``, returning a guarded connection.

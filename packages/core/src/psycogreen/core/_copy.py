@@ -202,7 +202,9 @@ class CopyCursorMixin(_MixinBase):
     .. versionadded:: 1.0
     """
 
-    def copy_expert(self, sql: Any, file: Any, size: int = DEFAULT_COPY_SIZE) -> None:  # noqa: ANN401
+    # file: Any, as psycopg2 takes any object with read() or write() (the stubs' protocols
+    # differ per method).
+    def copy_expert(self, sql: Any, file: Any, size: int = DEFAULT_COPY_SIZE) -> None:  # noqa: ANN401 (psycopg2's)
         """``cursor.copy_expert()``; see :func:`psycogreen.core.copy_expert`."""
         if _green():
             copy_expert(self, sql, file, size)
@@ -211,7 +213,7 @@ class CopyCursorMixin(_MixinBase):
 
     def copy_from(  # noqa: PLR0913, PLR0917 (psycopg2's signature)
         self,
-        file: Any,  # noqa: ANN401
+        file: Any,  # noqa: ANN401 (psycopg2's)
         table: str,
         sep: str = "\t",
         null: str = "\\N",
@@ -226,7 +228,7 @@ class CopyCursorMixin(_MixinBase):
 
     def copy_to(
         self,
-        file: Any,  # noqa: ANN401
+        file: Any,  # noqa: ANN401 (psycopg2's)
         table: str,
         sep: str = "\t",
         null: str = "\\N",

@@ -1,9 +1,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""COPY's errors: why COPY cannot run cooperatively, and psycopg2's class for a SQLSTATE."""
+"""COPY's errors: why COPY cannot run cooperatively, and psycopg2's class for a SQLSTATE.
+
+Loaded with COPY only (``psycogreen.core.__getattr__``): psycopg2 is imported here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import psycopg2
+import psycopg2.extensions
 
 from psycogreen.core._errors import PsycogreenError
 
@@ -17,10 +21,8 @@ class CopyUnavailableError(PsycogreenError, RuntimeError):
     """
 
 
-def class_fallback(sqlstate: str) -> type[Any]:
+def class_fallback(sqlstate: str) -> type[psycopg2.Error]:
     """psycopg2's exception for an unknown SQLSTATE, by its class (``pqpath.c``)."""
-    import psycopg2  # noqa: PLC0415
-
     by_class = {
         "0A": psycopg2.NotSupportedError,
         "21": psycopg2.IntegrityError,

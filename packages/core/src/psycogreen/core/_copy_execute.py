@@ -144,7 +144,7 @@ class _Job:
                 lib.PQsetnonblocking(ptr, 0)
         return int(_Connection.poll(conn))
 
-    def move(self, conn: Any, ptr: int, status: int) -> None:  # noqa: ANN401
+    def move(self, conn: psycopg2.extensions.connection, ptr: int, status: int) -> None:
         """Move the data and end the COPY; on an interruption, abort it on the server."""
         copy = _copy_loop.Copy(
             conn, self.lib, ptr, self.wait_read, self.wait_write, None, in_callback=True

@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn, cast
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
 from psycogreen.core import _cancel, _copy_libpq, _timeout
 from psycogreen.core._copy_errors import CopyUnavailableError, class_fallback
 from psycogreen.core._copy_libpq import (
@@ -51,9 +55,8 @@ class Expired(Exception):  # noqa: N818 (private signal)
     """The psycogreen timeout of the COPY ran out."""
 
 
-def codec(conn: Any) -> str:  # noqa: ANN401
-    import psycopg2.extensions  # noqa: PLC0415
-
+def codec(conn: psycopg2.extensions.connection) -> str:
+    """The Python codec of the connection's client encoding."""
     return str(psycopg2.extensions.encodings.get(conn.encoding, "utf-8"))
 
 
@@ -63,8 +66,6 @@ def copy_timeout(conn: object) -> float | None:
     The ``timeout`` bound to the installed callback with ``functools.partial`` comes first
     (``_timeout.limit`` states the rest).
     """
-    import psycopg2.extensions  # noqa: PLC0415
-
     callback = psycopg2.extensions.get_wait_callback()
     bound = None
     if isinstance(callback, functools.partial) and callback.keywords.get("timeout") is not None:
@@ -85,7 +86,7 @@ class Copy:
 
     def __init__(  # noqa: PLR0913, PLR0917
         self,
-        conn: Any,  # noqa: ANN401
+        conn: psycopg2.extensions.connection,
         lib: _copy_libpq.CopyLibPQ,
         ptr: int,
         wait_read: WaitFunc,
@@ -126,8 +127,6 @@ class Copy:
         """After any switch: the connection may have been closed by another task."""
         conn = self.conn
         if conn.closed or conn.pgconn_ptr != self.ptr:
-            import psycopg2  # noqa: PLC0415
-
             self.busy = False  # the PGconn is gone: nothing left to clean up
             raise psycopg2.InterfaceError("connection already closed")
 
@@ -159,8 +158,6 @@ class Copy:
 
     def fail(self, kind: type[BaseException] | None = None) -> NoReturn:
         """Raise libpq's connection error; close a connection libpq has lost."""
-        import psycopg2  # noqa: PLC0415
-
         message = (self.lib.PQerrorMessage(self.ptr) or b"").decode(self.codec, "replace")
         if self.lib.PQstatus(self.ptr) == CONNECTION_BAD:
             self.busy = False
@@ -197,9 +194,6 @@ class Copy:
 
     def error_from(self, res: int) -> BaseException:
         """The psycopg2 exception for an error result, as psycopg2 would raise it."""
-        import psycopg2  # noqa: PLC0415
-        import psycopg2.errors  # noqa: PLC0415
-
         lib = self.lib
         message = (lib.PQresultErrorMessage(res) or b"").decode(self.codec, "replace")
         sqlstate_raw = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE)
@@ -213,7 +207,8 @@ class Copy:
         # psycopg2 strips the severity from the message (pqpath.c: strip_severity), not from
         # pgerror.
         exc = cls(_strip_severity(message))
-        # pgerror/pgcode are read-only attributes; psycopg2's pickle support sets them.
+        # pgerror/pgcode are read-only attributes; psycopg2's pickle support sets them (Any:
+        # the stubs do not declare __setstate__).
         cast("Any", exc).__setstate__({"pgerror": message, "pgcode": sqlstate})
         return exc
 
@@ -251,8 +246,6 @@ class Copy:
 
     def run(self, sql: bytes, file: object, size: int) -> int:
         """Send ``sql``, move the COPY data, drain the results: the row count."""
-        import psycopg2  # noqa: PLC0415
-
         if not self.lib.PQsendQuery(self.cptr, sql):
             # Typically "another command is already in progress": a query of another task
             # on this connection. Nothing of ours is in flight: leave libpq alone.
@@ -292,7 +285,8 @@ class Copy:
             raise error from self.read_error
         return count
 
-    def copy_in(self, read: Any, size: int) -> None:  # noqa: ANN401
+    def copy_in(self, read: Callable[..., object], size: int) -> None:
+        """Move ``read(size)``'s data to the server until it returns an empty string."""
         lib = self.lib
         put = lib.PQputCopyData
         cptr = self.cptr
@@ -344,7 +338,7 @@ class Copy:
         self.phase = "end"  # queued: an interruption from here on must not end it again
         self.flush()
 
-    def copy_out(self, write: Any, text: bool) -> None:  # noqa: ANN401, FBT001
+    def copy_out(self, write: Callable[..., object], text: bool) -> None:  # noqa: FBT001
         """Move the rows to ``write``, a batch per read of libpq's input buffer."""
         consume = self.lib.PQconsumeInput
         cptr = self.cptr
@@ -436,8 +430,6 @@ class Copy:
 
     def abort_for_timeout(self) -> int:
         """The psycogreen timeout ran out: stop the COPY, raise the server's QueryCanceled."""
-        import psycopg2  # noqa: PLC0415
-
         try:
             count, error = self.stop()
         except BaseException as exc:
@@ -532,8 +524,8 @@ def _read_failure(exc: BaseException) -> bytes:
     return message[:_READ_FAILURE_MAX].split(b"\0", 1)[0]
 
 
-def _method(file: object, name: str, what: str) -> Any:  # noqa: ANN401 (a bound method)
-    method = getattr(file, name, None)
+def _method(file: object, name: str, what: str) -> Callable[..., object]:
+    method: Callable[..., object] | None = getattr(file, name, None)
     if method is None:
         message = f"{what} needs a file with a .{name}() method"
         raise TypeError(message)

@@ -44,7 +44,8 @@ __all__ = [
 
 _Connection = psycopg2.extensions.connection
 _Cursor = psycopg2.extensions.cursor
-# psycopg2's own descriptors of the session attributes, which the properties below extend.
+# psycopg2's own descriptors of the session attributes, which the properties below extend
+# (Any: C getset descriptors, which the stubs do not describe).
 _AUTOCOMMIT: Any = _Connection.__dict__["autocommit"]
 _ISOLATION_LEVEL: Any = _Connection.__dict__["isolation_level"]
 _READONLY: Any = _Connection.__dict__["readonly"]
@@ -231,7 +232,7 @@ class GuardedConnection(_Connection):
         return _AUTOCOMMIT.__get__(self)
 
     @autocommit.setter
-    def autocommit(self, value: Any) -> None:  # noqa: ANN401
+    def autocommit(self, value: Any) -> None:  # noqa: ANN401 (psycopg2 checks it)
         if inflight:
             refuse(self, "setting autocommit")
         _AUTOCOMMIT.__set__(self, value)
@@ -242,7 +243,7 @@ class GuardedConnection(_Connection):
         return _ISOLATION_LEVEL.__get__(self)
 
     @isolation_level.setter
-    def isolation_level(self, value: Any) -> None:  # noqa: ANN401
+    def isolation_level(self, value: Any) -> None:  # noqa: ANN401 (psycopg2 checks it)
         if inflight:
             refuse(self, "setting isolation_level")
         _ISOLATION_LEVEL.__set__(self, value)
@@ -253,7 +254,7 @@ class GuardedConnection(_Connection):
         return _READONLY.__get__(self)
 
     @readonly.setter
-    def readonly(self, value: Any) -> None:  # noqa: ANN401
+    def readonly(self, value: Any) -> None:  # noqa: ANN401 (psycopg2 checks it)
         if inflight:
             refuse(self, "setting readonly")
         _READONLY.__set__(self, value)
@@ -264,7 +265,7 @@ class GuardedConnection(_Connection):
         return _DEFERRABLE.__get__(self)
 
     @deferrable.setter
-    def deferrable(self, value: Any) -> None:  # noqa: ANN401
+    def deferrable(self, value: Any) -> None:  # noqa: ANN401 (psycopg2 checks it)
         if inflight:
             refuse(self, "setting deferrable")
         _DEFERRABLE.__set__(self, value)
@@ -290,19 +291,21 @@ class GuardedCursor(CopyCursorMixin, _Cursor):
     .. versionadded:: 1.0
     """
 
-    def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002, ANN401
+    # The arguments are psycopg2's to check: a str, bytes or Composable query, any adaptable
+    # parameters.
+    def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002, ANN401 (psycopg2's)
         """psycopg2's ``execute()``, refused while another greenlet uses the connection."""
         if inflight:
             refuse(self.connection, "execute()")
         _Cursor.execute(self, query, vars)
 
-    def executemany(self, query: Any, vars_list: Any) -> None:  # noqa: ANN401
+    def executemany(self, query: Any, vars_list: Any) -> None:  # noqa: ANN401 (psycopg2's)
         """psycopg2's ``executemany()``, refused while another greenlet uses the connection."""
         if inflight:
             refuse(self.connection, "executemany()")
         _Cursor.executemany(self, query, vars_list)
 
-    def callproc(self, procname: Any, parameters: Any = None) -> Any:  # noqa: ANN401
+    def callproc(self, procname: Any, parameters: Any = None) -> Any:  # noqa: ANN401 (psycopg2's)
         """psycopg2's ``callproc()``, refused while another greenlet uses the connection."""
         if inflight:
             refuse(self.connection, "callproc()")
@@ -323,13 +326,13 @@ class GuardedNamedCursor(GuardedCursor):
             refuse(self.connection, "fetchone()")
         return _Cursor.fetchone(self)
 
-    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 (the factory's rows)
         """psycopg2's ``fetchmany()``, refused while another greenlet uses the connection."""
         if inflight:
             refuse(self.connection, "fetchmany()")
         return _Cursor.fetchmany(self, *args, **kwargs)
 
-    def fetchall(self) -> Any:  # noqa: ANN401
+    def fetchall(self) -> Any:  # noqa: ANN401 (the row type is the factory's)
         """psycopg2's ``fetchall()``, refused while another greenlet uses the connection."""
         if inflight:
             refuse(self.connection, "fetchall()")
@@ -347,7 +350,7 @@ class GuardedNamedCursor(GuardedCursor):
             refuse(self.connection, "close()")
         _Cursor.close(self)
 
-    def __next__(self) -> Any:  # noqa: ANN401
+    def __next__(self) -> Any:  # noqa: ANN401 (the row type is the factory's)
         """The next row; a FETCH of ``itersize`` rows when the buffer is empty."""
         if inflight:
             refuse(self.connection, "iterating a named cursor")
@@ -356,7 +359,7 @@ class GuardedNamedCursor(GuardedCursor):
 
 _GUARDS = (GuardedConnection, GuardedCursor, GuardedNamedCursor)
 # guard -> {factory: guarded class}; cursor() looks its two up directly (one call per cursor)
-_classes: dict[type, dict[Any, Any]] = {guard: {} for guard in _GUARDS}
+_classes: dict[type, dict[object, Any]] = {guard: {} for guard in _GUARDS}  # Any: as _mix
 _UNNAMED = _classes[GuardedCursor]
 _NAMED = _classes[GuardedNamedCursor]
 
@@ -396,7 +399,7 @@ def _mix(factory: Any, guard: type) -> Any:  # noqa: ANN401 (a class, or a calla
     return cls
 
 
-def guarded_connection_class(factory: Any = None) -> Any:  # noqa: ANN401
+def guarded_connection_class(factory: Any = None) -> Any:  # noqa: ANN401 (any factory psycopg2 takes)
     """``factory`` (a connection class; psycopg2's by default) with the guard mixed in.
 
     A ``connection_factory`` that is not a class derived from psycopg2's connection (any
@@ -407,7 +410,11 @@ def guarded_connection_class(factory: Any = None) -> Any:  # noqa: ANN401
     return _mix(_Connection if factory is None else factory, GuardedConnection)
 
 
-def guarded_cursor_class(factory: Any = None, *, named: bool = False) -> Any:  # noqa: ANN401
+def guarded_cursor_class(
+    factory: Any = None,  # noqa: ANN401 (any factory psycopg2 takes)
+    *,
+    named: bool = False,
+) -> Any:  # noqa: ANN401 (the factory's class, guarded)
     """``factory`` (a cursor class; psycopg2's by default) with the guard mixed in.
 
     :param named: the guard for a server-side cursor, whose fetches talk to the server.

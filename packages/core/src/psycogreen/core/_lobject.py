@@ -104,18 +104,20 @@ class _Transactions:
     def __init__(self) -> None:
         self.mark = 0
 
-    def __call__(self, conn: _Connection) -> None:
+    def __call__(self, conn: object) -> None:
         """After each command: none open means one just ended (or none was open)."""
-        if conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        if isinstance(conn, _Connection) and conn.get_transaction_status() == idle:
             self.mark += 1
 
 
 def _transactions(conn: _Connection) -> _Transactions:
     watcher = _pollhook.watchers.get(id(conn))
-    if not isinstance(watcher, _Transactions):
-        watcher = _Transactions()
-        _pollhook.observe(conn, watcher)
-    return watcher
+    if isinstance(watcher, _Transactions):
+        return watcher
+    transactions = _Transactions()
+    _pollhook.observe(conn, transactions)
+    return transactions
 
 
 class _State:

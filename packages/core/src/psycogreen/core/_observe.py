@@ -256,8 +256,15 @@ def _attempted(  # noqa: PLR0913, PLR0917 (one record's fields)
 # --- COPY ---------------------------------------------------------------------------------------
 
 
+class _Closable(Protocol):
+    @property
+    def closed(self) -> int: ...
+
+
 class _Copy(Protocol):
-    conn: Any
+    @property
+    def conn(self) -> _Closable: ...
+
     busy: bool
     phase: str
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 from psycogreen.core._compat import POLL_OK
 
@@ -29,12 +28,12 @@ __all__ = ["after_ok", "hooks", "observe", "set_hook", "watchers"]
 
 #: ``id(conn)`` -> what to do at each ``POLL_OK`` instead of returning it: a function of the
 #: connection returning the state to hand back to the wait callback.
-hooks: dict[int, Callable[[Any], int]] = {}
+hooks: dict[int, Callable[[object], int]] = {}
 #: ``id(conn)`` -> a function called with the connection at every ``POLL_OK``.
-watchers: dict[int, Callable[[Any], None]] = {}
+watchers: dict[int, Callable[[object], None]] = {}
 
 
-def set_hook(conn: object, hook: Callable[[Any], int] | None) -> None:
+def set_hook(conn: object, hook: Callable[[object], int] | None) -> None:
     """Run ``hook`` at each of ``conn``'s ``POLL_OK`` (``None`` removes it)."""
     if hook is None:
         hooks.pop(id(conn), None)
@@ -42,7 +41,7 @@ def set_hook(conn: object, hook: Callable[[Any], int] | None) -> None:
         hooks[id(conn)] = hook
 
 
-def observe(conn: object, watcher: Callable[[Any], None]) -> None:
+def observe(conn: object, watcher: Callable[[object], None]) -> None:
     """Call ``watcher(conn)`` at each of ``conn``'s ``POLL_OK``, until ``conn`` is collected."""
     key = id(conn)
     if key not in watchers:

@@ -30,7 +30,7 @@ __all__ = ["BasePool", "ConnectFailedCB", "run_callback"]
 
 logger = logging.getLogger("psycogreen.pool")
 
-#: ``reconnect_failed``: called with the pool.
+#: ``reconnect_failed``: called with the pool (Any: the pool's own class, a subclass's too).
 ConnectFailedCB = Callable[[Any], None]
 
 _INF = float("inf")
@@ -38,7 +38,7 @@ _INF = float("inf")
 pools: weakref.WeakSet[BasePool] = weakref.WeakSet()
 
 
-def run_callback(name: str, callback: _conn.ConnectionCB, conn: Any) -> None:  # noqa: ANN401
+def run_callback(name: str, callback: _conn.ConnectionCB, conn: Any) -> None:  # noqa: ANN401 (as ConnectionCB)
     """Run the ``configure`` or ``reset`` callback, which must leave ``conn`` idle."""
     callback(conn)
     status = conn.get_transaction_status()

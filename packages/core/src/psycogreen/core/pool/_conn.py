@@ -31,7 +31,8 @@ __all__ = [
 
 logger = logging.getLogger("psycogreen.pool")
 
-#: A callback taking a connection: ``configure``, ``check``, ``reset``.
+#: A callback taking a connection: ``configure``, ``check``, ``reset``. Any: it takes the
+#: connections of the pool's ``connection_factory``, the user's class.
 ConnectionCB = Callable[[Any], None]
 
 # psycopg2.extensions.TRANSACTION_STATUS_* (libpq's PGTransactionStatusType) and STATUS_READY,
@@ -107,7 +108,8 @@ def close_quietly(conn: Any) -> None:  # noqa: ANN401 (psycopg2's connection)
         logger.warning("closing a discarded connection failed: %s: %s", type(exc).__name__, exc)
 
 
-_returning: dict[Any, Any] = {}
+# factory -> its returning class (Any: classes made with type(), see below)
+_returning: dict[type, Any] = {}
 
 
 def returning_class(factory: Any) -> Any:  # noqa: ANN401 (a psycopg2 connection class)
@@ -122,7 +124,7 @@ def returning_class(factory: Any) -> Any:  # noqa: ANN401 (a psycopg2 connection
     if cached is not None:
         return cached
 
-    def close(self: Any) -> None:  # noqa: ANN401
+    def close(self: Any) -> None:  # noqa: ANN401 (an instance of the class made below)
         pool = self.__dict__.get(POOL_ATTRIBUTE)
         if pool is not None:
             pool.putconn(self)
@@ -130,6 +132,8 @@ def returning_class(factory: Any) -> Any:  # noqa: ANN401 (a psycopg2 connection
             # super(): the guard, mixed in below this class once psycopg2 is patched, runs too.
             super(cls, self).close()
 
-    cls: Any = type(base.__name__, (base,), {"close": close, "__module__": base.__module__})
+    cls: Any = type(  # Any: a class made at run time from the factory's
+        base.__name__, (base,), {"close": close, "__module__": base.__module__}
+    )
     _returning[base] = cls
     return cls

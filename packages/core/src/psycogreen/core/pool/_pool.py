@@ -38,7 +38,7 @@ class _Checkout:
     def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._conn: Any = None
+        self._conn: Any = None  # as getconn()'s
 
     def __enter__(self) -> Any:  # noqa: ANN401 (psycopg2's connection)
         self._conn = conn = self._pool.getconn(self._timeout)

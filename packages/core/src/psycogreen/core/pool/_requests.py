@@ -76,7 +76,7 @@ class RequestingPool(GrowingPool):
             return conn
         return self._getconn_slow(now + timeout, timeout)
 
-    def _getconn_slow(self, deadline: float, timeout: float) -> Any:  # noqa: ANN401
+    def _getconn_slow(self, deadline: float, timeout: float) -> Any:  # noqa: ANN401 (as getconn)
         """Wait in the queue, or try again after a connection was discarded."""
         while True:
             with self._lock:
