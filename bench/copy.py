@@ -164,9 +164,9 @@ def wrap_libpq() -> None:
     cProfile does not see calls of ctypes functions, so their time would show as the COPY
     loop's own; wrapped, each gets a line (the wrapper adds its own call overhead to it).
     """
-    from psycogreen.core import _copy_libpq
+    from psycogreen.core import _libpq
 
-    lib = _copy_libpq.load()
+    lib = _libpq.load_copy()
     for attr in ("fast_PQgetlineAsync", "fast_PQgetCopyData", "fast_PQfreemem", "PQconsumeInput"):
         func = getattr(lib, attr)
         if func is None:
@@ -255,7 +255,7 @@ def main() -> None:
 def report(dsn: str, args: argparse.Namespace) -> None:
     import psycopg2
 
-    from psycogreen.core import _copy_libpq
+    from psycogreen.core import _libpq
 
     greens = [s for s in args.schedulers.split(",") if s]
     setup(dsn, args.rows)
@@ -270,7 +270,7 @@ def report(dsn: str, args: argparse.Namespace) -> None:
         pairs = zip(results[green, fmt]["green"], results[green, fmt]["blocking"], strict=True)
         return statistics.median(g[direction]["wall"] / b[direction]["wall"] for g, b in pairs)
 
-    lib = _copy_libpq.load()
+    lib = _libpq.load_copy()
     conn = psycopg2.connect(dsn)
     server_version = conn.server_version
     conn.close()

@@ -33,7 +33,6 @@ LAYERS: dict[str, set[str]] = {
         "_inflight",
         "_hostsfile",
         "_libpq",
-        "_copy_libpq",
         "_waits",
         "_psycopg3",
         "_pollhook",

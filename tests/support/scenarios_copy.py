@@ -156,9 +156,9 @@ def roundtrip(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
         out[fmt] = {"to": n_to, "from": n_from, "md5": _md5(data), "rowcount": cur.rowcount}
     conn.commit()
     # COPY TO through PQgetCopyData, for a libpq without PQgetlineAsync
-    from psycogreen.core import _copy_libpq
+    from psycogreen.core import _libpq
 
-    lib = _copy_libpq.load()
+    lib = _libpq.load_copy()
     getline, lib.fast_PQgetlineAsync = lib.fast_PQgetlineAsync, None
     try:
         for fmt, opts in FORMATS.items():
@@ -548,7 +548,7 @@ def same_connection(sched: Scheduler, dsn: str, table: str, guarded: bool) -> di
 
 def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
     """Where COPY cannot be cooperative, a clear error, never a silent block."""
-    from psycogreen.core import _copy_libpq
+    from psycogreen.core import _libpq
 
     backend = _patch(sched)
     conn = _connect(dsn, autocommit=True)
@@ -580,11 +580,11 @@ def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
     core.unpatch()
     backend.patch_psycopg()
     # a libpq without a function COPY needs
-    _copy_libpq._load.cache_clear()
-    _copy_libpq._SIGNATURES["PQnoSuchFunction"] = (None, [])
+    _libpq._load_copy.cache_clear()
+    _libpq._COPY["PQnoSuchFunction"] = (None, [])
     attempt("missing_symbol")
-    del _copy_libpq._SIGNATURES["PQnoSuchFunction"]
-    _copy_libpq._load.cache_clear()
+    del _libpq._COPY["PQnoSuchFunction"]
+    _libpq._load_copy.cache_clear()
     sink = io.BytesIO()
     cur.copy_expert("COPY (SELECT 1) TO STDOUT", sink)
     out["works_again"] = sink.getvalue().decode()
@@ -604,7 +604,7 @@ def refusals(sched: Scheduler, dsn: str) -> dict[str, Any]:
 
 def without_callback_and_old_connections(sched: Scheduler, dsn: str, table: str) -> dict[str, Any]:
     """No callback: psycopg2's own COPY. A connection made before patching: blocking mode kept."""
-    from psycogreen.core import _copy_libpq
+    from psycogreen.core import _libpq
 
     out: dict[str, Any] = {}
     psycopg2.extensions.set_wait_callback(None)  # eventlet.monkey_patch() installs its own
@@ -614,7 +614,7 @@ def without_callback_and_old_connections(sched: Scheduler, dsn: str, table: str)
     out["native_from"] = _copied(cur, cur.copy_from(io.BytesIO(b"".join(_rows(100))), table))
     out["native_core_to"] = core.copy_expert(cur, f"COPY {table} TO STDOUT", io.BytesIO())
     _patch(sched)
-    lib = _copy_libpq.load()
+    lib = _libpq.load_copy()
     out["nonblocking_before"] = lib.PQisnonblocking(before.pgconn_ptr)
     # A connection psycopg2.connect() made before patching is not guarded: its cursors' copy_*
     # methods run the COPY in core, which leaves cursor.rowcount alone.

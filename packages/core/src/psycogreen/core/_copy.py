@@ -4,7 +4,7 @@
 psycopg2 refuses ``copy_expert()``, ``copy_from()`` and ``copy_to()`` as soon as any wait
 callback is installed (``EXC_IF_GREEN`` in its ``cursor_type.c``): its COPY loops call libpq in
 blocking mode. Here the COPY protocol is driven on psycopg2's own ``PGconn`` through the libpq
-psycopg2 is linked against (``_copy_libpq``), in libpq's non-blocking mode, waiting with the
+psycopg2 is linked against (``_libpq``), in libpq's non-blocking mode, waiting with the
 installed backend's ``wait_read``/``wait_write``:
 
 Under psycogreen's own wait callback psycopg2 itself runs the COPY statement with its
@@ -55,16 +55,14 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extensions import QuotedString, quote_ident
 
-from psycogreen.core import _copy_execute, _copy_libpq
+from psycogreen.core import _copy_execute, _libpq
 from psycogreen.core._backend import waits_here
 from psycogreen.core._busy import refuse
 from psycogreen.core._copy_errors import CopyUnavailableError
-from psycogreen.core._copy_libpq import (
-    CopyLibPQError,
-)
 from psycogreen.core._copy_loop import Copy, codec, copy_timeout
 from psycogreen.core._detect import installed_backend
 from psycogreen.core._inflight import current_task, inflight
+from psycogreen.core._libpq import CopyLibPQError
 from psycogreen.core._types import WaitFunc
 
 _Cursor = psycopg2.extensions.cursor
@@ -349,9 +347,9 @@ def _waits() -> tuple[WaitFunc, WaitFunc]:
     raise CopyUnavailableError(message)
 
 
-def _lib() -> _copy_libpq.CopyLibPQ:
+def _lib() -> _libpq.CopyLibPQ:
     try:
-        return _copy_libpq.load()
+        return _libpq.load_copy()
     except CopyLibPQError as exc:
         message = f"COPY cannot run cooperatively: {exc}"
         raise CopyUnavailableError(message) from exc

@@ -33,7 +33,7 @@ import psycopg2.extensions
 
 from psycogreen.core import _copy_loop, _pollhook
 from psycogreen.core._compat import POLL_OK
-from psycogreen.core._copy_libpq import PGRES_COPY_IN, PGRES_COPY_OUT, CopyLibPQ
+from psycogreen.core._libpq import PGRES_COPY_IN, PGRES_COPY_OUT, CopyLibPQ
 from psycogreen.core._registry import owner
 from psycogreen.core._types import WaitFunc
 

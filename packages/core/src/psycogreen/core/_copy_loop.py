@@ -19,9 +19,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from psycogreen.core import _cancel, _copy_libpq, _timeout
+from psycogreen.core import _cancel, _libpq, _timeout
 from psycogreen.core._copy_errors import CopyUnavailableError, class_fallback
-from psycogreen.core._copy_libpq import (
+from psycogreen.core._libpq import (
     CONNECTION_BAD,
     PG_DIAG_SQLSTATE,
     PGRES_COMMAND_OK,
@@ -87,7 +87,7 @@ class Copy:
     def __init__(  # noqa: PLR0913, PLR0917
         self,
         conn: psycopg2.extensions.connection,
-        lib: _copy_libpq.CopyLibPQ,
+        lib: _libpq.CopyLibPQ,
         ptr: int,
         wait_read: WaitFunc,
         wait_write: WaitFunc,
