@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """How psycogreen works out where a DSN connects, as libpq's connectOptions2() does.
 
-Planning does no I/O (but reading a service file), so these run in the test process. The
+Planning does no I/O, so these run in the test process. The
 attempt order tests drive the host loop with a recording ``connect`` in place of psycopg2's:
 a standby server, or a server that fails one way and then another, is not something the test
 server can be.
@@ -18,18 +18,21 @@ import psycopg2.extensions
 import pytest
 
 from psycogreen.core import _connect_hosts as ch
+from psycogreen.core import _libpq
+from psycogreen.core._compat import mark_polled
 from psycogreen.core._connect_hosts import Attempt, plan_connect
 
-V17 = 170011
-V15 = 150020
 
-
-def slots(
-    dsn: str, env: dict[str, str] | None = None, version: int = V17
-) -> list[tuple[str, str, str]]:
-    plan = plan_connect(dsn, env or {}, version)
+def slots(dsn: str, defaults: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    plan = plan_connect(dsn, defaults or {})
     assert plan is not None
     return [(s.host, s.hostaddr, s.port) for s in plan.slots]
+
+
+def libpq_defaults() -> dict[str, str]:
+    lib = _libpq.load()
+    assert lib is not None, "psycopg2's libpq cannot be reached through ctypes"
+    return lib.conndefaults()
 
 
 def test_single_port_applies_to_every_host() -> None:
@@ -63,34 +66,76 @@ def test_hostaddr_counts_the_slots() -> None:
 
 
 def test_mismatched_lists_are_left_to_libpq() -> None:
-    assert plan_connect("host=a,b port=1,2,3", {}, V17) is None
-    assert plan_connect("host=a,b,c hostaddr=10.0.0.1,10.0.0.2", {}, V17) is None
+    assert plan_connect("host=a,b port=1,2,3", {}) is None
+    assert plan_connect("host=a,b,c hostaddr=10.0.0.1,10.0.0.2", {}) is None
 
 
 def test_unparsable_dsn_is_left_to_psycopg2() -> None:
-    assert plan_connect("host=a = b", {}, V17) is None
+    assert plan_connect("host=a = b", {}) is None
 
 
-def test_environment_fills_what_the_dsn_does_not_give() -> None:
-    env = {"PGHOST": "e1,e2", "PGPORT": "7", "PGCONNECT_TIMEOUT": "9", "PGHOSTADDR": ""}
-    assert slots("dbname=x", env) == [("e1", "", "7"), ("e2", "", "7")]
-    assert slots("host=d port=8", env) == [("d", "", "8")]
-    plan = plan_connect("dbname=x", env, V17)
+def test_a_service_is_left_to_libpq() -> None:
+    assert plan_connect("service=svc host=a,b", {}) is None
+
+
+def test_defaults_fill_what_the_dsn_does_not_give() -> None:
+    defaults = {"host": "e1,e2", "port": "7", "connect_timeout": "9"}
+    assert slots("dbname=x", defaults) == [("e1", "", "7"), ("e2", "", "7")]
+    assert slots("host=d port=8", defaults) == [("d", "", "8")]
+    plan = plan_connect("dbname=x", defaults)
     assert plan is not None
     assert plan.connect_timeout == 9
-    plan = plan_connect("dbname=x connect_timeout=3", env, V17)
+    plan = plan_connect("dbname=x connect_timeout=3", defaults)
     assert plan is not None
     assert plan.connect_timeout == 3
 
 
-def test_environment_options_only_where_libpq_knows_them() -> None:
-    env = {"PGTARGETSESSIONATTRS": "read-write", "PGLOADBALANCEHOSTS": "random"}
-    new = plan_connect("host=a,b", env, V17)
-    old = plan_connect("host=a,b", env, V15)
-    assert new is not None
-    assert old is not None
-    assert (new.target_session_attrs, new.load_balance) == ("read-write", True)
-    assert (old.target_session_attrs, old.load_balance) == ("read-write", False)
+def test_libpq_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PGHOST": "e1,e2",
+        "PGPORT": "7",
+        "PGCONNECT_TIMEOUT": "9",
+        "PGTARGETSESSIONATTRS": "prefer-standby",
+        "PGSERVICE": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    defaults = libpq_defaults()
+    assert slots("dbname=x", defaults) == [("e1", "", "7"), ("e2", "", "7")]
+    plan = plan_connect("dbname=x", defaults)
+    assert plan is not None
+    assert (plan.connect_timeout, plan.prefer_standby) == (9, True)
+
+
+def test_libpq_reads_the_service_of_pgservice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "services.conf"
+    path.write_text(
+        "# comment\n[other]\nhost=wrong\n\n[svc]\n  host=s1,s2\nport=5\nconnect_timeout=4\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(path))
+    monkeypatch.setenv("PGSERVICE", "svc")
+    monkeypatch.setenv("PGHOST", "envhost")
+    defaults = libpq_defaults()
+    # the service wins over the environment, the DSN over both
+    assert slots("dbname=x", defaults) == [("s1", "", "5"), ("s2", "", "5")]
+    assert slots("host=d", defaults) == [("d", "", "5")]
+    plan = plan_connect("dbname=x", defaults)
+    assert plan is not None
+    assert plan.connect_timeout == 4
+
+
+def test_load_balance_from_the_dsn_or_the_defaults() -> None:
+    plan = plan_connect("host=a,b load_balance_hosts=random", {})
+    assert plan is not None
+    assert plan.load_balance
+    plan = plan_connect("host=a,b", {"load_balance_hosts": "random"})
+    assert plan is not None
+    assert plan.load_balance
+    plan = plan_connect("host=a,b", {"load_balance_hosts": "disable"})
+    assert plan is not None
+    assert not plan.load_balance
 
 
 @pytest.mark.parametrize(
@@ -98,57 +143,16 @@ def test_environment_options_only_where_libpq_knows_them() -> None:
     [("10", 10.0), (" 5 ", 5.0), ("+4", 4.0), ("1", 2.0), ("2", 2.0), ("0", None), ("-3", None)],
 )
 def test_connect_timeout_read_as_libpq_does(value: str, seconds: float | None) -> None:
-    plan = plan_connect(f"host=a connect_timeout='{value}'", {}, V15)
+    plan = plan_connect(f"host=a connect_timeout='{value}'", {})
     assert plan is not None
     assert plan.connect_timeout == seconds
 
 
 @pytest.mark.parametrize("value", ["soon", "1.5", "", "10s"])
-def test_bad_connect_timeout_is_libpq_error(value: str) -> None:
+def test_bad_connect_timeout_names_the_option(value: str) -> None:
     with pytest.raises(psycopg2.OperationalError) as info:
-        plan_connect(f"host=a connect_timeout='{value}'", {}, V15)
-    assert (
-        str(info.value)
-        == f'invalid integer value "{value}" for connection option "connect_timeout"\n'
-    )
-    with pytest.raises(psycopg2.OperationalError) as info:
-        plan_connect(f"host=a port=7 connect_timeout='{value}'", {}, V17)
-    assert str(info.value).startswith('connection to server at "a", port 7 failed: invalid integer')
-
-
-def test_service_file(tmp_path: Path) -> None:
-    path = tmp_path / "services.conf"
-    path.write_text(
-        "# comment\n[other]\nhost=wrong\n\n[svc]\n  host=s1,s2\nport=5\nconnect_timeout=4\n[next]\nhost=x\n",
-        encoding="utf-8",
-    )
-    env = {"PGSERVICEFILE": str(path), "PGHOST": "envhost", "PGPORT": "6"}
-    assert slots("service=svc", env) == [("s1", "", "5"), ("s2", "", "5")]
-    # the DSN wins over the service, the service over the environment
-    assert slots("service=svc host=d", env) == [("d", "", "5")]
-    env_service = {**env, "PGSERVICE": "svc"}
-    assert slots("dbname=x", env_service) == [("s1", "", "5"), ("s2", "", "5")]
-    plan = plan_connect("service=svc", env, V17)
-    assert plan is not None
-    assert plan.connect_timeout == 4
-
-
-def test_service_found_in_sysconfdir(tmp_path: Path) -> None:
-    (tmp_path / "pg_service.conf").write_text("[svc]\nhost=sys\n", encoding="utf-8")
-    env = {"PGSERVICEFILE": str(tmp_path / "none.conf"), "PGSYSCONFDIR": str(tmp_path)}
-    assert slots("service=svc", env) == [("sys", "", "")]
-
-
-def test_unknown_or_odd_service_is_left_to_libpq(tmp_path: Path) -> None:
-    path = tmp_path / "services.conf"
-    path.write_text(
-        "[svc]\nhost=a\n[bad]\nno equals sign\n[nested]\nservice=svc\n", encoding="utf-8"
-    )
-    env = {"PGSERVICEFILE": str(path)}
-    # not found in the user's file, and libpq may have a compiled-in system directory
-    assert plan_connect("service=elsewhere", env, V17) is None
-    assert plan_connect("service=bad", env, V17) is None
-    assert plan_connect("service=nested", env, V17) is None
+        plan_connect(f"host=a connect_timeout='{value}'", {})
+    assert str(info.value) == f'connect_timeout must be a whole number of seconds, not "{value}"\n'
 
 
 @pytest.mark.parametrize(
@@ -194,21 +198,29 @@ def test_attempt_dsn_keeps_the_name_for_tls_and_pgpass() -> None:
 
 
 class Recorder:
-    """A ``connect`` that fails with the given messages, in order, then succeeds."""
+    """A ``connect`` that fails with the given messages, in order, then succeeds.
 
-    def __init__(self, *failures: str) -> None:
+    The failures are those of a connection the wait callback polled (libpq's message then lacks
+    the server's name), or with ``polled=False`` libpq's whole message from before any poll.
+    """
+
+    def __init__(self, *failures: str, polled: bool = True) -> None:
         self.failures = list(failures)
+        self.polled = polled
         self.tried: list[dict[str, str]] = []
 
     def __call__(self, dsn: str) -> Any:
         self.tried.append(psycopg2.extensions.parse_dsn(dsn))
         if self.failures:
-            raise psycopg2.OperationalError(self.failures.pop(0))
+            exc = psycopg2.OperationalError(self.failures.pop(0))
+            if self.polled:
+                mark_polled(exc)
+            raise exc
         return "conn"
 
 
-def run(dsn: str, connect: Recorder, deadline: float | None = None, version: int = V17) -> Any:
-    plan = plan_connect(dsn, {}, version)
+def run(dsn: str, connect: Recorder, deadline: float | None = None) -> Any:
+    plan = plan_connect(dsn, {})
     assert plan is not None
     plan.shuffle = lambda items: items.reverse()
     return ch._run(plan, dsn, connect, deadline)
@@ -237,7 +249,7 @@ def test_errors_aggregated_and_named() -> None:
 
 
 def test_option_error_raised_once_unchanged() -> None:
-    rec = Recorder('invalid sslmode value: "x"\n', 'invalid sslmode value: "x"\n')
+    rec = Recorder('invalid sslmode value: "x"\n', 'invalid sslmode value: "x"\n', polled=False)
     with pytest.raises(psycopg2.OperationalError) as info:
         run("host=10.0.0.1,10.0.0.2", rec)
     assert str(info.value) == 'invalid sslmode value: "x"\n'
@@ -259,13 +271,10 @@ def test_target_session_attrs_passed_to_each_attempt() -> None:
     assert [t["target_session_attrs"] for t in rec.tried] == ["read-write", "read-write"]
 
 
-def test_load_balance_shuffles_hosts_with_libpq_16() -> None:
+def test_load_balance_shuffles_the_hosts() -> None:
     rec = Recorder("refused\n", "refused\n")
     run("host=10.0.0.1,10.0.0.2,10.0.0.3 load_balance_hosts=random", rec)
     assert [t["host"] for t in rec.tried] == ["10.0.0.3", "10.0.0.2", "10.0.0.1"]
-    rec = Recorder("refused\n", "refused\n")
-    run("host=10.0.0.1,10.0.0.2,10.0.0.3 load_balance_hosts=random", rec, version=V15)
-    assert [t["host"] for t in rec.tried] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
 
 
 def test_expired_deadline_stops_before_the_next_host() -> None:

@@ -129,6 +129,8 @@ def test_service_file(scheduler: str, run_green: RunGreen, tmp_path) -> None:
     )
     assert out["port"] == out["server_port"], out
     assert TIMEOUT - 0.05 <= out["elapsed"] < TIMEOUT + SLACK, out
+    assert out["whole"] == "OperationalError", out
+    assert TIMEOUT - 0.05 <= out["whole_elapsed"] < TIMEOUT + SLACK, out
 
 
 def test_bad_input_gives_psycopg2s_own_errors(
@@ -146,6 +148,13 @@ def test_bad_input_gives_psycopg2s_own_errors(
             psycopg2.connect(target)  # blocking psycopg2, unpatched: the reference
         except psycopg2.Error as exc:
             expected[name] = [type(exc).__name__, str(exc)]
+    # libpq checks connect_timeout in its blocking connect only; psycogreen, which enforces it
+    # in green mode, says what is wrong in its own words.
+    assert expected["bad_timeout"][0] == "OperationalError", expected
+    expected["bad_timeout"] = [
+        "OperationalError",
+        'connect_timeout must be a whole number of seconds, not "soon"\n',
+    ]
     assert out == expected, (out, expected)
 
 

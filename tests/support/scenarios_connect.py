@@ -398,7 +398,7 @@ def factory_and_sockets(sched: Scheduler, dsn: str) -> dict[str, Any]:
 
 
 def service_file(sched: Scheduler, dsn: str, path: str, connect_timeout: int = 2) -> dict[str, Any]:
-    """``service=`` from a service file with a dead host first, and keyword arguments."""
+    """A service with a dead host first: through ``PGSERVICE``, then as ``service=``."""
     _patch(sched)
     host, port, params = _server(dsn)
     with dead_hosts(sched) as dead:
@@ -410,11 +410,21 @@ def service_file(sched: Scheduler, dsn: str, path: str, connect_timeout: int = 2
                 if key in params:
                     f.write(f"{key}={params[key]}\n")
         os.environ["PGSERVICEFILE"] = path
+        # PGSERVICE: libpq's defaults carry the service's hosts, tried one by one.
+        os.environ["PGSERVICE"] = "psycogreen_test"
         start = time.perf_counter()
-        conn = psycopg2.connect("service=psycogreen_test")
+        conn = psycopg2.connect("")
         elapsed = time.perf_counter() - start
         out = {"elapsed": elapsed, "port": _backend_port(conn), "server_port": int(port)}
         conn.close()
+        del os.environ["PGSERVICE"]
+        # service= in the DSN goes to libpq whole: the connect_timeout beside it bounds it all.
+        start = time.perf_counter()
+        try:
+            psycopg2.connect(f"service=psycogreen_test connect_timeout={connect_timeout}")
+        except psycopg2.OperationalError as exc:
+            out["whole"] = type(exc).__name__
+        out["whole_elapsed"] = time.perf_counter() - start
     return out
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -166,6 +167,21 @@ def blocking_cancel_from_a_thread(sched: Scheduler, dsn: str) -> dict[str, Any]:
     return out
 
 
+def _freeze_when_active(dsn: str, pid: int, proxy: Any, out: dict[str, Any]) -> None:
+    """Freeze ``proxy`` once the backend ``pid`` runs a statement; note when in ``out``."""
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    cur = watcher.cursor()
+    for _ in range(500):
+        cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+        if cur.fetchone() == ("active",):
+            break
+        time.sleep(0.002)
+    proxy.freeze()
+    out["frozen_at"] = time.perf_counter()
+    watcher.close()
+
+
 def blocking_sigint_frozen(sched: Scheduler, dsn: str, after: float = 1.0) -> dict[str, Any]:
     """Ctrl-C while the server, and so the cancel request, is black-holed (a frozen proxy).
 
@@ -182,14 +198,19 @@ def blocking_sigint_frozen(sched: Scheduler, dsn: str, after: float = 1.0) -> di
         pid = conn.get_backend_pid()
         cur = conn.cursor()
         cur.execute("SELECT 1")
-        proxy.freeze()
         start = time.perf_counter()
         ctrl_c_after(after)
+        # The network freezes once the statement runs: frozen before, the statement and the
+        # cancel request would race through the proxy when it thaws.
+        freezer = threading.Thread(target=_freeze_when_active, args=(dsn, pid, proxy, out))
+        freezer.start()
         try:
             cur.execute("SELECT pg_sleep(10)")
         except KeyboardInterrupt:
             out["error"] = "KeyboardInterrupt"
         out["elapsed"] = time.perf_counter() - start
+        freezer.join()
+        out["frozen_at"] -= start
         out["closed"] = conn.closed
         time.sleep(0.3)
         proxy.thaw()

@@ -19,6 +19,8 @@ __all__ = [
     "STATUS_SETUP",
     "attempt_error",
     "check_psycopg",
+    "mark_polled",
+    "was_polled",
 ]
 
 # The values of psycopg2.extensions.POLL_* and STATUS_SETUP (psycopg2's ``psycopg/psycopg.h``).
@@ -89,3 +91,23 @@ def attempt_error(*, timed_out: bool) -> type[Exception]:
     doc = "A connection attempt that psycogreen ended: its deadline passed, or it was interrupted."
     namespace = {"__module__": "psycogreen.core", "__doc__": doc}
     return type(name, (psycopg2.OperationalError,), namespace)
+
+
+# Set on an error a wait callback let through while it polled a connection attempt.
+_POLLED = "_psycogreen_polled"
+
+
+def mark_polled(exc: BaseException) -> None:
+    """Record that ``exc`` ended a connection attempt while a wait callback polled it.
+
+    libpq's message then lacks the ``connection to server at ...`` naming the server: psycopg2
+    puts the connection in non-blocking mode after ``PQconnectStart()``, which clears libpq's
+    message so far (libpq >= 14; measured with 17). An error raised before the first poll (a
+    bad option, a socket that fails at once) is libpq's whole message.
+    """
+    setattr(exc, _POLLED, True)
+
+
+def was_polled(exc: BaseException) -> bool:
+    """Whether :func:`mark_polled` marked ``exc``."""
+    return getattr(exc, _POLLED, False) is True

@@ -7,81 +7,49 @@ so a black-holed host waits for the kernel's TCP timeout, once per host of a mul
 (psycopg2#1253); and libpq resolves host names with a blocking ``getaddrinfo`` inside the
 connect call, stopping every greenlet while DNS answers.
 
-So, like psycopg 3, psycogreen connects host by host itself: it works out the host list as libpq
-would (DSN, keyword arguments, service file, ``PG*`` environment variables), resolves each name
-with ``socket.getaddrinfo`` (the scheduler's resolver once the program is monkey-patched: core
-imports no scheduler), and makes one single-address libpq connection per attempt,
-``host=<name> hostaddr=<address> port=<port>``, so that libpq still checks TLS certificates and
-``.pgpass`` against the name. Each attempt runs under core's deadline
-(:func:`psycogreen.core.timeout`), which the wait callback enforces.
+So, like psycopg 3, psycogreen connects host by host itself. The DSN is parsed by libpq
+(``psycopg2.extensions.parse_dsn``) and what it leaves unset is taken from libpq's own defaults
+(``PQconndefaults()``: the ``PG*`` environment variables, ``PGSERVICE``'s service). Each name is
+resolved with ``socket.getaddrinfo`` (the scheduler's resolver once the program is
+monkey-patched: core imports no scheduler), and each attempt is one single-address libpq
+connection, ``host=<name> hostaddr=<address> port=<port>``, so that libpq still checks TLS
+certificates and ``.pgpass`` against the name. Each attempt runs under core's deadline
+(:func:`psycogreen.core.timeout`), which the wait callback enforces. A DSN naming a
+``service=`` goes to libpq whole, in one attempt.
 """
 
 from __future__ import annotations
 
 import _socket
-import os
 import random
-import re
 import socket
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from psycogreen.core import _dsn
-from psycogreen.core._compat import attempt_error, check_psycopg
+import psycopg2
+import psycopg2.extensions
+
+from psycogreen.core import _dsn, _libpq
+from psycogreen.core._compat import attempt_error, check_psycopg, was_polled
 from psycogreen.core._hostsfile import answered_locally, is_address
 from psycogreen.core._observe import reports_attempt
-from psycogreen.core._timeout import current_timeout, timeout
+from psycogreen.core._timeout import limit, timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-__all__ = [
-    "Attempt",
-    "ConnectPlan",
-    "connect_hosts",
-    "connect_with",
-    "plan_connect",
-]
+__all__ = ["Attempt", "ConnectPlan", "connect_hosts", "connect_with", "plan_connect"]
 
 C = TypeVar("C")
 
 # libpq's compiled-in default port (DEF_PGPORT_STR), only used to name a host in messages: an
 # empty port is passed on empty, and libpq substitutes its own default.
 _DEFAULT_PORT = "5432"
-
-# Environment variables libpq reads for the options that decide where to connect
-# (fe-connect.c: PQconninfoOptions), with the first libpq version that knows each option.
-_ENV = {
-    "host": ("PGHOST", 0),
-    "hostaddr": ("PGHOSTADDR", 0),
-    "port": ("PGPORT", 0),
-    "connect_timeout": ("PGCONNECT_TIMEOUT", 0),
-    "target_session_attrs": ("PGTARGETSESSIONATTRS", 100000),
-    "load_balance_hosts": ("PGLOADBALANCEHOSTS", 160000),
-}
-# libpq's parse_int_param(): strtol() in base 10, with surrounding whitespace.
-_INT = re.compile(r"\s*([+-]?[0-9]+)\s*\Z")
-# libpq's messages about the options themselves, raised before any host is tried, or naming
-# the host already. Other failures of a green connect to a TCP address lack the host: libpq
-# 17 drops the "connection to server at ..." of the first address of an asynchronous connect
-# (measured; unix sockets keep theirs), and each attempt here is a first address.
-_PER_HOST = ("connection to server", "could not translate host name")
-_UNPREFIXED = (
-    "connection to server",
-    "could not translate host name",
-    "could not parse network address",
-    "could not match ",
-    "invalid ",
-    'missing "="',
-    "unterminated quoted string",
-    "definition of service",
-    "syntax error in service file",
-    "nested service specifications",
-    "service file",
-    "out of memory",
-)
+# The options that decide where and how long to connect.
+_WHERE = ("host", "hostaddr", "port", "connect_timeout", "target_session_attrs")
+# No connection exists yet: no per-connection limit applies (no object has id 0).
+_NO_CONNECTION = 0
 
 
 @dataclass(frozen=True)
@@ -117,18 +85,17 @@ class ConnectPlan:
     """The host slots in the order libpq tries them (``hostaddr`` as given, not resolved)."""
     connect_timeout: float | None
     """Seconds per attempt (libpq: at least 2), ``None`` for no limit."""
-    target_session_attrs: str | None = None
+    prefer_standby: bool = False
     load_balance: bool = False
     shuffle: Callable[[list[Any]], None] = field(default=random.shuffle, repr=False)
-    single: Attempt | None = field(init=False, default=None)
-    """The only attempt, when the DSN can go to libpq as it is (one host, nothing to resolve)."""
 
-    def __post_init__(self) -> None:
-        """Find out whether the DSN needs splitting at all."""
-        if len(self.slots) == 1 and self.target_session_attrs != "prefer-standby":
-            slot = self.slots[0]
-            if slot.hostaddr or not _needs_resolving(slot.host):
-                self.single = slot
+    @property
+    def single(self) -> Attempt | None:
+        """The only attempt, when the DSN can go to libpq as it is (one host, none to resolve)."""
+        if len(self.slots) != 1 or self.prefer_standby:
+            return None
+        slot = self.slots[0]
+        return slot if slot.hostaddr or not _needs_resolving(slot.host) else None
 
 
 def connect_with(
@@ -145,8 +112,6 @@ def connect_with(
 
     .. versionadded:: 1.0
     """
-    import psycopg2.extensions  # noqa: PLC0415 (psycopg2 is optional)
-
     passed = {
         key: kwargs.pop(key)
         for key in ("connection_factory", "cursor_factory", "async", "async_")
@@ -167,8 +132,8 @@ def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
 
     ``connect`` makes one psycopg2 connection from a DSN (``psycopg2._connect`` with the user's
     ``connection_factory``). It is called once per attempt with a single-address DSN, under a
-    deadline of ``connect_timeout`` (and of any :func:`psycogreen.core.timeout`); a DSN whose
-    parameters psycogreen cannot reproduce exactly is handed to it whole, under the deadline.
+    deadline of ``connect_timeout`` (and of any :func:`psycogreen.core.timeout`); a DSN that
+    must go to libpq whole is handed to it whole, under the deadline.
 
     .. versionadded:: 1.0
     """
@@ -177,116 +142,66 @@ def connect_hosts(dsn: str, connect: Callable[[str], C]) -> C:
         # Blocking libpq enforces connect_timeout per host itself, and there is no scheduler
         # for DNS to block.
         return connect(dsn)
-    limit = current_timeout()
-    deadline = None if limit is None else time.monotonic() + limit
-    plan = _cached_plan(dsn, ext.libpq_version())
+    total = limit(_NO_CONNECTION)  # a timeout() block bounds the whole connect
+    deadline = None if total is None else time.monotonic() + total
+    lib = _libpq.load()
+    defaults = lib.conndefaults() if lib is not None else {}
+    plan = plan_connect(dsn, defaults) if lib is not None else None
     if plan is None:
-        # Unparsable DSN (psycopg2 reports it), or a service file psycogreen cannot read:
-        # one libpq call, bounded by what is known of the limits.
-        seconds = _connect_timeout(dsn)
-        return _attempt_whole(connect, dsn, seconds, deadline)
+        return _attempt_whole(connect, dsn, defaults, deadline)
     return _run(plan, dsn, connect, deadline)
 
 
-# --- planning (no I/O but the service file) ------------------------------------------------------
-
-# Every environment variable a plan depends on: a plan is reused only for the same DSN and
-# the same values of these (a program connects with a handful of DSNs, again and again).
-_ENV_KEY = ("PGSERVICE", *(var for var, _ in _ENV.values()))
-_plans: dict[tuple[str, tuple[str | None, ...]], ConnectPlan] = {}
+# --- planning (no I/O) ---------------------------------------------------------------------------
 
 
-def _cached_plan(dsn: str, libpq_version: int) -> ConnectPlan | None:
-    environ = os.environ
-    key = (dsn, tuple(map(environ.get, _ENV_KEY)))
-    plan = _plans.get(key)
-    if plan is None:
-        plan = plan_connect(dsn, environ, libpq_version)
-        # A service file may change between connects: a plan that read one is not kept.
-        if plan is not None and key[1][0] is None and "service" not in plan.params:
-            if len(_plans) >= 64:
-                _plans.clear()
-            _plans[key] = plan
-    return plan
-
-
-class _Opaque(Exception):  # noqa: N818 (private signal)
-    """The DSN uses something psycogreen does not reproduce: let libpq handle it whole."""
-
-
-def plan_connect(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPlan | None:
+def plan_connect(dsn: str, defaults: Mapping[str, str]) -> ConnectPlan | None:
     """Work out the host slots of ``dsn`` as libpq's ``connectOptions2()`` does.
 
-    :return: the plan, or ``None`` when libpq should have the DSN whole: it cannot be parsed,
-        its host, hostaddr and port lists do not match (libpq reports either), or it names a
-        service psycogreen finds in no service file it knows.
-    :raises psycopg2.OperationalError: ``connect_timeout`` is not an integer (libpq's message).
+    ``defaults`` are libpq's (:meth:`psycogreen.core._libpq.LibPQ.conndefaults`): an option
+    libpq does not know has none, and an unknown option in ``dsn`` fails its parsing.
+
+    :return: the plan, or ``None`` when libpq should have the DSN whole: it cannot be parsed
+        or its host, hostaddr and port lists do not match (libpq reports either), or it names
+        a ``service`` (whose file libpq reads).
+    :raises psycopg2.OperationalError: ``connect_timeout`` is not an integer.
     """
-    try:
-        return _plan(dsn, environ, libpq_version)
-    except _Opaque:
-        return None
-
-
-def _plan(dsn: str, environ: Mapping[str, str], libpq_version: int) -> ConnectPlan | None:
-    import psycopg2  # noqa: PLC0415
-    import psycopg2.extensions  # noqa: PLC0415
-
     try:
         params: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.Error:
         return None
-    effective = dict(params)
-    # libpq: explicit settings, then the service file for what is still unset, then the
-    # environment, then compiled-in defaults (conninfo_add_defaults()).
-    service = params.get("service", environ.get("PGSERVICE"))
-    if service:
-        for key, value in _service_params(service, params, environ).items():
-            effective.setdefault(key, value)
-    for key, (var, since) in _ENV.items():
-        if key not in effective and libpq_version >= since:
-            from_env = environ.get(var)
-            if from_env is not None:
-                effective[key] = from_env
-    slots = _expand(effective)
+    if "service" in params:
+        return None
+    # libpq: explicit settings first, then its defaults (conninfo_add_defaults()).
+    where = {key: defaults[key] for key in _WHERE if key in defaults}
+    where.update((key, params[key]) for key in _WHERE if key in params)
+    slots = _expand(where)
     if slots is None:
-        raise _Opaque
-    try:
-        seconds = _parse_timeout(effective.get("connect_timeout"))
-    except psycopg2.OperationalError as exc:
-        if libpq_version >= 170000:
-            # libpq 17 reports it as the failure of the first host's attempt (measured).
-            _raise(f"{slots[0].describe()} failed: {exc}")
-        raise
-    tsa = effective.get("target_session_attrs")
-    lbh = effective.get("load_balance_hosts")
+        return None
     return ConnectPlan(
         params=params,
         slots=slots,
-        connect_timeout=seconds,
-        target_session_attrs=tsa,
-        load_balance=lbh == "random" and libpq_version >= 160000,
+        connect_timeout=_checked_timeout(where.get("connect_timeout")),
+        prefer_standby=where.get("target_session_attrs") == "prefer-standby",
+        load_balance=params.get("load_balance_hosts", defaults.get("load_balance_hosts"))
+        == "random",
     )
 
 
-def _expand(effective: Mapping[str, str]) -> list[Attempt] | None:
+def _expand(where: Mapping[str, str]) -> list[Attempt] | None:
     """Return the host slots; ``None`` when the lists do not match (libpq reports that)."""
-    hosts = _split(effective.get("host", ""))
-    addrs = _split(effective.get("hostaddr", ""))
-    ports = _split(effective.get("port", ""))
+    hosts = _split(where.get("host", ""))
+    addrs = _split(where.get("hostaddr", ""))
+    ports = _split(where.get("port", ""))
     count = len(addrs) if addrs else len(hosts) if hosts else 1
     if hosts and len(hosts) != count:
         return None  # "could not match %d host names to %d hostaddr values"
-    if ports and len(ports) == 1:
+    if len(ports) == 1:
         ports *= count  # a single port applies to every host
     elif ports and len(ports) != count:
         return None  # "could not match %d port numbers to %d hosts"
     return [
-        Attempt(
-            host=hosts[i] if hosts else "",
-            hostaddr=addrs[i] if addrs else "",
-            port=ports[i] if ports else "",
-        )
+        Attempt(hosts[i] if hosts else "", addrs[i] if addrs else "", ports[i] if ports else "")
         for i in range(count)
     ]
 
@@ -297,86 +212,26 @@ def _split(value: str) -> list[str]:
     return value.split(",") if value else []
 
 
-def _parse_timeout(value: str | None) -> float | None:
-    """``connect_timeout`` as libpq's ``connectDBComplete()`` reads it."""
+def _timeout_of(value: str | None) -> float | None:
+    """``connect_timeout`` in seconds, ``None`` for no limit.
+
+    :raises ValueError: not an integer.
+    """
     if value is None:
         return None
-    match = _INT.match(value)
-    if match is None:
-        _raise(
-            f'invalid integer value "{value.lstrip()}" for connection option "connect_timeout"\n'
-        )
-    seconds = int(match.group(1))
+    seconds = int(value)
     if seconds <= 0:
         return None  # zero or negative: wait indefinitely
     # libpq rounds a timeout of 1 up to 2 s (it counts whole seconds of time_t).
     return float(max(seconds, 2))
 
 
-def _connect_timeout(dsn: str) -> float | None:
-    """Return the best known ``connect_timeout`` of a DSN psycogreen does not plan."""
-    import psycopg2  # noqa: PLC0415
-    import psycopg2.extensions  # noqa: PLC0415
-
+def _checked_timeout(value: str | None) -> float | None:
     try:
-        value = psycopg2.extensions.parse_dsn(dsn).get("connect_timeout")
-    except psycopg2.Error:
-        return None
-    value = value if value is not None else os.environ.get("PGCONNECT_TIMEOUT")
-    try:
-        return _parse_timeout(value)
-    except psycopg2.OperationalError:
-        return None
-
-
-def _service_params(
-    service: str, params: Mapping[str, str], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """Return the parameters of ``service``, read as libpq's ``parseServiceInfo()`` does.
-
-    :raises _Opaque: the service is not in a file psycogreen can find (libpq may know a
-        compiled-in system directory), or the file is one libpq would reject.
-    """
-    user_file = params.get("servicefile") or environ.get("PGSERVICEFILE")
-    candidates = [Path(user_file)] if user_file else [Path.home() / ".pg_service.conf"]
-    if sysconf := environ.get("PGSYSCONFDIR"):
-        candidates.append(Path(sysconf) / "pg_service.conf")
-    else:
-        candidates.append(Path())  # the compiled-in directory: unknown here
-    for path in candidates:
-        if path == Path():
-            break
-        found = _read_service(path, service)
-        if found is not None:
-            return found
-    raise _Opaque
-
-
-def _read_service(path: Path, service: str) -> dict[str, str] | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeError) as exc:
-        raise _Opaque from exc
-    found: dict[str, str] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            if found is not None:
-                break  # the section ended
-            if line.endswith("]") and line[1:-1] == service:
-                found = {}
-            continue
-        if found is None:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or key == "service" or not key.isidentifier():
-            raise _Opaque  # libpq reports a syntax error or a nested service
-        found.setdefault(key, value)
-    return found
+        return _timeout_of(value)
+    except ValueError:
+        # libpq checks the value only in its blocking connect; green, it would ignore it.
+        _raise(f'connect_timeout must be a whole number of seconds, not "{value}"\n')
 
 
 # --- connecting ----------------------------------------------------------------------------------
@@ -386,36 +241,36 @@ def _read_service(path: Path, service: str) -> dict[str, str] | None:
 class _Failures:
     """The errors of every attempt, reported together as libpq does.
 
-    Only messages are kept. A failed attempt's exception holds, through its traceback, the
-    wait callback's frame and so the half-made connection: dropping it at once lets
+    Only the first exception is kept, without its traceback: a failed attempt's traceback
+    holds the wait callback's frame and so the half-made connection; dropping it at once lets
     psycopg2 close that socket now, not when the final error is garbage-collected.
     """
 
     lines: list[str] = field(default_factory=list)
     first: BaseException | None = None
-    count: int = 0
 
     def add(self, exc: BaseException, line: str) -> None:
-        self.count += 1
-        if self.count == 1 and not isinstance(exc, _Timeout):
+        if not self.lines:
             self.first = exc.with_traceback(None)
-        line = line.rstrip("\n")
-        # An option error repeats for every host: say it once. A host listed twice is tried,
-        # and reported, twice, as libpq does.
-        if line.startswith(_PER_HOST) or line not in self.lines:
-            self.lines.append(line)
+        self.lines.append(line.rstrip("\n"))
 
     def raise_(self) -> NoReturn:
-        message = "\n".join(self.lines) + "\n"
         first, self.first = self.first, None
         try:
-            if first is not None and str(first) == message:
-                raise first  # one cause for every attempt (a bad option): libpq's own error
+            if first is not None and not _renamed(first) and len(set(self.lines)) == 1:
+                # libpq's own message, the same from every attempt (an option it refuses
+                # before connecting anywhere): its error as it is, once.
+                raise first
         finally:
             del first  # no cycle through this frame
-        import psycopg2  # noqa: PLC0415
+        _raise("\n".join(self.lines) + "\n")
 
-        raise psycopg2.OperationalError(message) from None
+
+def _renamed(exc: BaseException) -> bool:
+    """Whether the failure's line is psycogreen's, not the error's own message."""
+    if isinstance(exc, _Timeout) or was_polled(exc):
+        return True
+    return not isinstance(exc, psycopg2.OperationalError)
 
 
 class _Timeout(Exception):  # noqa: N818 (private marker, never raised to users)
@@ -431,15 +286,15 @@ def _run(plan: ConnectPlan, dsn: str, connect: Callable[[str], C], deadline: flo
     failures = _Failures()
     if plan.single is not None:
         # One host that needs no resolving: the user's DSN, untouched, under the deadline.
-        conn = _try(connect, dsn, plan.single, _limit(plan.connect_timeout, deadline), failures)
+        seconds = _limit(plan.connect_timeout, deadline)
+        conn = _try(connect, dsn, plan.single, seconds, failures)
         return conn if conn is not _FAILED else failures.raise_()
     slots = list(plan.slots)
     if plan.load_balance:
         plan.shuffle(slots)  # libpq >= 16 shuffles the hosts, then each host's addresses
-    passes = [plan.target_session_attrs]
-    if plan.target_session_attrs == "prefer-standby":
-        # libpq looks for a standby on every host first, then takes any server (PASS2).
-        passes = ["standby", "any"]
+    # libpq looks for a standby on every host first, then takes any server (PASS2); any other
+    # target_session_attrs is the DSN's (or libpq's default), passed on as it is.
+    passes: list[str | None] = ["standby", "any"] if plan.prefer_standby else [None]
     for tsa in passes:
         for slot in slots:
             for attempt in _addresses(slot, plan, failures):
@@ -469,10 +324,9 @@ def _try(
         failures.add(exc, f"{attempt.describe()} failed: timeout expired")
     except attempt_error(timed_out=False):
         raise  # the user stopped the connect (Ctrl-C under the blocking callback): no next host
-    except _operational() as exc:
-        message = str(exc)
-        if not message.startswith(_UNPREFIXED):
-            message = f"{attempt.describe()} failed: {message}"
+    except psycopg2.OperationalError as exc:
+        # Polled, libpq's message lost its server; before any poll, it is libpq's whole one.
+        message = f"{attempt.describe()} failed: {exc}" if was_polled(exc) else str(exc)
         failures.add(exc, message)
     return _FAILED  # type: ignore[no-any-return]
 
@@ -493,7 +347,7 @@ def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterato
     except (OSError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         message = f'could not translate host name "{slot.host}" to address: {reason}'
-        failures.add(_operational()(message), message)
+        failures.add(psycopg2.OperationalError(message), message)
         return
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if plan.load_balance:
@@ -503,10 +357,8 @@ def _addresses(slot: Attempt, plan: ConnectPlan, failures: _Failures) -> Iterato
 
 
 def _needs_resolving(host: str) -> bool:
-    if not host or _is_socket(host):
-        return False
     # A numeric address: libpq's getaddrinfo() does not block on it.
-    return not is_address(host)
+    return bool(host) and not _is_socket(host) and not is_address(host)
 
 
 def _is_socket(host: str) -> bool:
@@ -515,25 +367,19 @@ def _is_socket(host: str) -> bool:
 
 
 def _attempt_dsn(params: Mapping[str, str], attempt: Attempt, tsa: str | None) -> str:
-    import psycopg2.extensions  # noqa: PLC0415
-
-    single = dict(params)
     # Every host option is given explicitly, empty when unset, so that libpq takes none of
-    # them from the environment or a service file (an empty host is the default socket
-    # directory, an empty port the default port, an empty hostaddr none).
-    single["host"] = attempt.host
-    single["hostaddr"] = attempt.hostaddr
-    single["port"] = attempt.port
+    # them from the environment or a service (an empty host is the default socket directory,
+    # an empty port the default port, an empty hostaddr none).
+    single = {**params, "host": attempt.host, "hostaddr": attempt.hostaddr, "port": attempt.port}
     if tsa is not None:
         single["target_session_attrs"] = tsa
     return str(psycopg2.extensions.make_dsn(**single))
 
 
 def _limit(connect_timeout: float | None, deadline: float | None) -> float | None:
-    if deadline is None:
-        return connect_timeout
-    remaining = deadline - time.monotonic()
-    return remaining if connect_timeout is None else min(connect_timeout, remaining)
+    """The limit of the attempt starting now, by core's precedence (:func:`limit`)."""
+    remaining = None if deadline is None else deadline - time.monotonic()
+    return limit(_NO_CONNECTION, remaining, connect_timeout)
 
 
 def _attempt(connect: Callable[[str], C], dsn: str, seconds: float | None) -> C:
@@ -547,24 +393,22 @@ def _attempt(connect: Callable[[str], C], dsn: str, seconds: float | None) -> C:
 
 
 def _attempt_whole(
-    connect: Callable[[str], C], dsn: str, seconds: float | None, deadline: float | None
+    connect: Callable[[str], C], dsn: str, defaults: Mapping[str, str], deadline: float | None
 ) -> C:
-    limit = _limit(seconds, deadline)
-    if limit is not None and limit <= 0:
+    """Hand ``dsn`` to libpq in one attempt, bounded by what is known of its limits."""
+    try:
+        value = psycopg2.extensions.parse_dsn(dsn).get("connect_timeout")
+        seconds = _timeout_of(value if value is not None else defaults.get("connect_timeout"))
+    except (psycopg2.Error, ValueError):
+        seconds = None  # libpq reports the DSN's error, or ignores the value
+    limit_ = _limit(seconds, deadline)
+    if limit_ is not None and limit_ <= 0:
         _raise("timeout expired")
     try:
-        return _attempt(connect, dsn, limit)
+        return _attempt(connect, dsn, limit_)
     except _Timeout as exc:
         _raise("timeout expired", exc.__cause__)
 
 
-def _operational() -> type[Exception]:
-    import psycopg2  # noqa: PLC0415
-
-    return psycopg2.OperationalError
-
-
 def _raise(message: str, cause: BaseException | None = None) -> NoReturn:
-    import psycopg2  # noqa: PLC0415
-
     raise psycopg2.OperationalError(message) from cause

@@ -18,7 +18,14 @@ from typing import NoReturn
 
 from psycogreen.core import _cancel, _observe, _pollhook, _waits
 from psycogreen.core._backend import Backend
-from psycogreen.core._compat import POLL_OK, POLL_READ, POLL_WRITE, STATUS_SETUP, attempt_error
+from psycogreen.core._compat import (
+    POLL_OK,
+    POLL_READ,
+    POLL_WRITE,
+    STATUS_SETUP,
+    attempt_error,
+    mark_polled,
+)
 from psycogreen.core._errors import CannotSwitchHere
 from psycogreen.core._inflight import ENDING, current_task, inflight
 from psycogreen.core._observe import CancelReport, TimedWaits
@@ -503,7 +510,9 @@ def _release(exc: BaseException) -> None:
     then its socket stays open, and the server keeps a backend waiting for the rest of the
     startup (``authentication_timeout``, one minute by default). A caller that keeps the
     exception (a log record, a task result) would keep it through the callback's frames.
+    Also marks ``exc`` as raised while polling (a connect host by host names the server).
     """
+    mark_polled(exc)
     tb = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
