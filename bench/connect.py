@@ -26,24 +26,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/ holds a copy.py, named like a standard library module: not first on sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
+sys.path.insert(1, str(ROOT))  # tests.support: the monkey-patching, the throwaway server
 
 CHILD = __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--child"
 VARIANT = sys.argv[2] if CHILD else ""
 
-if VARIANT == "gevent":
-    from gevent import monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif VARIANT == "eventlet":
-    import warnings
-
-    warnings.simplefilter("ignore")  # eventlet announces its deprecation on import
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(VARIANT)
 
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import json  # noqa: E402

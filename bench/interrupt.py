@@ -26,33 +26,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/ holds a copy.py, named like a standard library module: not first on sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
+sys.path.insert(1, str(ROOT))  # tests.support: the monkey-patching, the child-process runner
 
 CHILD = __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--child"
 SCHED = sys.argv[2] if CHILD else ""
 
-if SCHED == "gevent":
-    from gevent import monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif SCHED == "eventlet":
-    import warnings
-
-    warnings.simplefilter("ignore")  # eventlet announces its deprecation on import
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(SCHED)
 
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import importlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
+
+from tests.support.child import SOURCES, run_json  # noqa: E402
 
 INTERRUPT_AFTER = 0.1
 CANCEL_BOUND = 0.5
@@ -182,27 +172,7 @@ def _child(dsn: str, runs: int) -> dict[str, Any]:
 
 
 def _run_child(sched: str, dsn: str, runs: int) -> dict[str, Any]:
-    path = os.pathsep.join(
-        filter(
-            None,
-            [
-                *(str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")),
-                str(ROOT),
-                os.environ.get("PYTHONPATH"),
-            ],
-        )
-    )
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", sched, dsn, str(runs)],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"the {sched} process failed:\n{proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return dict(run_json([__file__, "--child", sched, dsn, runs], paths=SOURCES, timeout=600))
 
 
 def _ms(values: list[float]) -> str:

@@ -24,35 +24,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, and it holds a copy.py named
-# like the standard library's ``copy`` module, which gevent imports: drop it.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))  # tests.support: the monkey-patching, the child-process runner
 
 CHILD = len(sys.argv) > 2 and sys.argv[1] == "--child"
 VARIANT = sys.argv[2] if CHILD else ""
 
-if VARIANT == "gevent":
-    from gevent import monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif VARIANT == "eventlet":
-    import warnings
-
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(VARIANT)
 
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.child import SOURCES, run_json  # noqa: E402
+
 MiB = 1 << 20
 
 
@@ -151,21 +141,8 @@ def child(variant: str, dsn: str, megabytes: int, rounds: int) -> dict[str, Any]
 
 
 def run_child(variant: str, dsn: str, megabytes: int, rounds: int) -> dict[str, Any]:
-    path = os.pathsep.join(
-        [str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")]
-        + [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    )
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, dsn, str(megabytes), str(rounds)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": path},
-        timeout=3600,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{variant} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = [__file__, "--child", variant, dsn, megabytes, rounds]
+    result: dict[str, Any] = run_json(args, paths=SOURCES, timeout=3600)
     return result
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]  # bench/ holds a copy.py, named like a standard library module
+sys.path.insert(1, str(ROOT))  # tests.support: the monkey-patching, the child-process runner
 
 CHILD = __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--child"
 if CHILD:
@@ -38,9 +37,10 @@ import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
+
+from tests.support.child import ChildFailedError, run_json  # noqa: E402
 
 POOLS = ("psycogreen", "psycopg_pool", "queuepool", "geventpool")
 
@@ -298,18 +298,11 @@ def child(argv: list[str]) -> None:
 
 
 def run_child(*args: Any) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        out = run_json([__file__, "--child", *args], env={"PYTHONWARNINGS": "ignore"}, timeout=600)
+    except ChildFailedError as exc:
+        return {"error": exc.reason}
+    return dict(out)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ load from elsewhere on the machine falls on all variants alike. Each figure is r
 median over rounds with the min–max spread, and as ratios to baselines measured in the same
 rounds (each round's ratio, then their median and spread). No figure is an absolute bound.
 
-Sections 9 and 10 run the measuring processes of ``bench/interrupt.py`` and ``bench/copy.py``
+Sections 9 and 10 run the measuring processes of ``bench/interrupt.py`` and ``bench/copying.py``
 (``bench/standalone.py``).
 
 The server: ``--dsn``, else ``PSYCOGREEN_BENCH_DSN``, else a throwaway PostgreSQL started for
@@ -26,21 +26,16 @@ from __future__ import annotations
 import os.path
 import sys
 
-# bench/ holds a copy.py, named like the standard library module: keep this folder off the
-# front of sys.path.
 HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
-    del sys.path[0]
 ROOT = os.path.dirname(HERE)
-sys.path.append(HERE)
-sys.path.append(ROOT)
+sys.path.append(HERE)  # imported from the tests too: the sibling modules
+sys.path.append(ROOT)  # tests.support: the throwaway server, the child-process runner
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib import metadata  # noqa: E402
@@ -49,6 +44,8 @@ from typing import Any  # noqa: E402
 
 import charts  # noqa: E402 (bench/charts.py)
 import standalone  # noqa: E402 (bench/standalone.py)
+
+from tests.support.child import ChildFailedError, run_json  # noqa: E402
 
 LEGACY = {"gevent": "legacy-gevent", "eventlet": "legacy-eventlet"}
 LABELS = {
@@ -253,18 +250,12 @@ TITLES = {s.key: s.title for s in [*SECTIONS, *standalone.SECTIONS]}
 
 
 def run_one(section: str, variant: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.join(HERE, "variants.py"), section, variant, json.dumps(params)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = [os.path.join(HERE, "variants.py"), section, variant, json.dumps(params)]
     try:
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if out.returncode:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"error": f"exit {out.returncode}: {tail[0][:200]}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        out = run_json(args, env={"PYTHONWARNINGS": "ignore"}, timeout=timeout)
+    except ChildFailedError as exc:
+        return {"error": exc.reason[:200]}
+    return dict(out)
 
 
 def run_section(

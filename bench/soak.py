@@ -26,10 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/ holds a copy.py, named like a standard library module: off the front of sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
-sys.path.append(str(HERE))
+sys.path.append(str(HERE))  # imported from the tests too: the sibling modules
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

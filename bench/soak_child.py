@@ -30,27 +30,16 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# bench/ holds a copy.py, named like a standard library module: off the front of sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
+sys.path.insert(1, str(HERE.parent))  # tests.support.monkey
 
 import json  # noqa: E402
 
 CONFIG = json.loads(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else {}
 SCHED = CONFIG.get("scheduler", "")
 
-if SCHED == "gevent":
-    from gevent import monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif SCHED == "eventlet":
-    import warnings
-
-    # eventlet announces its deprecation on import
-    warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(SCHED)
 
 import collections  # noqa: E402 (after monkey-patching, on purpose)
 import contextlib  # noqa: E402

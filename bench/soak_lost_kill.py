@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
+sys.path.insert(1, str(HERE.parent))  # tests.support.monkey
 
 SCHED = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "gevent"
 LEGACY = "--legacy" in sys.argv
@@ -34,17 +33,10 @@ if LEGACY:
     import os
 
     os.environ["PSYCOGREEN_GEVENT_AUTOPATCH"] = "0"  # 1.0.2 alone
-if SCHED == "gevent":
-    from gevent import monkey
 
-    monkey.patch_all()
-else:
-    import warnings
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(SCHED)
 
 import importlib  # noqa: E402
 import subprocess  # noqa: E402

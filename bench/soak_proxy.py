@@ -20,16 +20,10 @@ never stalls the others.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a copy.py, named like a standard library module: off the front of sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import contextlib
 import selectors
 import socket
+import sys
 import time
 
 _CHUNK = 65536

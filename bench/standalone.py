@@ -3,7 +3,7 @@
 # ruff: noqa: RUF001
 """The interrupt and COPY benchmarks as sections of ``bench/run.py``'s report.
 
-``bench/interrupt.py`` and ``bench/copy.py`` stay scripts of their own; here their measuring
+``bench/interrupt.py`` and ``bench/copying.py`` stay scripts of their own; here their measuring
 processes are run the same way (their modules are loaded under other names, so that nothing of
 theirs is monkey-patched here), and their results summarised and tabulated like the other
 sections'.
@@ -48,7 +48,7 @@ COPY = Standalone(
     "COPY TO (table → BytesIO) and COPY FROM (bytes → table) of `(int, md5 text, numeric)` "
     "rows: psycopg2's own `copy_expert` without a wait callback against psycogreen's in a "
     "patched process, alternated round by round, each on a connection of its own making "
-    "(`bench/copy.py`; docs/copy.md). The ratio is the median of the per-round ratios; the "
+    "(`bench/copying.py`; docs/copy.md). The ratio is the median of the per-round ratios; the "
     "worst gap is the longest a 10 ms heartbeat waited beyond its 10 ms during psycogreen's "
     "COPY, over all rounds.",
     {"rows": 1_000_000, "rounds": 5},
@@ -71,7 +71,7 @@ def stat(values: list[float]) -> dict[str, Any]:
 
 
 def _load(name: str) -> types.ModuleType:
-    """``bench/<name>.py`` as a module named ``bench_<name>`` (``copy`` is a stdlib name)."""
+    """``bench/<name>.py`` as a module named ``bench_<name>`` (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
@@ -160,7 +160,7 @@ DIRECTIONS = (("COPY TO", "to"), ("COPY FROM", "from"))
 
 def run_copy(dsn: str, params: dict[str, Any], log: Any) -> dict[str, Any]:
     """Per ``"<scheduler> <format>"``: the measuring process's rounds."""
-    bench = _load("copy")
+    bench = _load("copying")
     print(f"  [copy] a table of {params['rows']:,} rows", file=log, flush=True)
     bench.setup(dsn, params["rows"])
     raw: dict[str, Any] = {}

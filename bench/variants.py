@@ -28,12 +28,8 @@ from __future__ import annotations
 import os.path
 import sys
 
-# bench/ holds a copy.py, named like the standard library module that gevent, eventlet and
-# psycopg2 import: run as a script, this folder must not come first on sys.path.
 HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
-    del sys.path[0]
-sys.path.append(HERE)  # for bench/legacy.py
+sys.path.append(HERE)  # for bench/legacy.py (first already when run as a script)
 
 VARIANT = sys.argv[2] if __name__ == "__main__" and len(sys.argv) > 2 else ""
 # The backend variants with an events subscriber: (backend, per-wait timing?).
@@ -46,17 +42,10 @@ SUBSCRIBED = {
 GEVENT = {"gevent", "legacy-gevent", "psycopg3-gevent", "gevent-sub", "gevent-timed"}
 EVENTLET = {"eventlet", "legacy-eventlet", "eventlet-sub", "eventlet-timed"}
 
-if VARIANT in GEVENT:
-    from gevent import monkey
+sys.path.append(os.path.dirname(HERE))  # tests.support.monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif VARIANT in EVENTLET:
-    import warnings
-
-    warnings.simplefilter("ignore")  # eventlet announces its deprecation on import
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for("gevent" if VARIANT in GEVENT else "eventlet" if VARIANT in EVENTLET else "")
 
 import gc  # noqa: E402 (after monkey-patching, on purpose)
 import itertools  # noqa: E402

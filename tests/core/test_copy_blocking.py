@@ -63,24 +63,10 @@ def test_refuses_a_libpq_psycopg2_may_not_call(dsn: str) -> None:
     """A libpq in the process's global symbol scope takes psycopg2's calls: COPY must use that
     one. psycopg2-binary's bundled libpq is then not it, and COPY is refused; a psycopg2 built
     against the system libpq is linked to that very library, and COPY works."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+    from tests.support.child import run_json
     from tests.support.env import missing
 
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _GLOBAL_LIBPQ, dsn],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": path},
-        timeout=60,
-    )
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_json(["-c", _GLOBAL_LIBPQ, dsn], timeout=60)
     if "missing" in out:
         missing(f"no system libpq to load: {out['missing']}")
     if out["binary"]:

@@ -9,15 +9,12 @@ warning says how to fix it. Each case runs in its own process.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
 import pytest
 
+from tests.support.child import run_json
 from tests.support.env import require
 
 PROLOGUE = """
@@ -48,18 +45,7 @@ def _eventlet() -> None:
 
 def run(dsn: str, body: str, **env: str) -> dict[str, Any]:
     code = PROLOGUE.replace("{body}", textwrap.indent(textwrap.dedent(body).strip(), "    "))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PSYCOPG_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, dsn],
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode:
-        pytest.fail(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}", pytrace=False)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(["-c", code, dsn], env=env, drop=("PSYCOPG_",))
 
 
 def test_monkey_patch_callback_is_replaced(dsn: str) -> None:

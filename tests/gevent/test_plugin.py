@@ -9,15 +9,12 @@ can happen once per process. The entry point exists only when psycogreen-gevent 
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
 import pytest
 
+from tests.support.child import run_json
 from tests.support.env import missing, require
 
 GROUP = "gevent.plugins.monkey.did_patch_builtins"
@@ -83,20 +80,7 @@ def run(dsn: str, before: str = "", after: str = "", **env: str) -> dict[str, An
     code = PROLOGUE.replace(
         "{before}", textwrap.indent(textwrap.dedent(before).strip() or "pass", "    ")
     ).replace("{after}", textwrap.indent(textwrap.dedent(after).strip() or "pass", "    "))
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PSYCOGREEN_GEVENT", "PSYCOPG_"))
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", code, dsn],
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode:
-        pytest.fail(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}", pytrace=False)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(["-c", code, dsn], env=env, drop=("PSYCOGREEN_GEVENT", "PSYCOPG_"))
 
 
 def test_patch_all_alone_greens_psycopg2(dsn: str) -> None:

@@ -94,7 +94,7 @@ def test_million_rows_each_way_keep_the_scheduler_running(
     The 50 ms bound applies to the stall the COPY causes: the CPU time the process spent
     between two ticks. The wall-clock gap also counts time the (shared, 2-core) machine gave
     other processes; its bound only says the COPY never blocked the scheduler outright (a
-    blocking COPY of these rows takes 0.3 s and more). ``bench/copy.py`` reports wall gaps.
+    blocking COPY of these rows takes 0.3 s and more). ``bench/copying.py`` reports wall gaps.
     """
     out = run_green(scheduler, scenarios_copy.big, table=table, rows=1_000_000, timeout=180)
     for fmt in ("text", "binary"):

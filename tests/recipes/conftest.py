@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.child import run_json
 from tests.support.env import missing, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,21 +233,6 @@ def pgbouncer(dsn: str) -> Iterator[dict[str, Any]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_script(script: Path, *args: str, env: dict[str, str], timeout: float = 120) -> str:
-    """Run a recipe script in its own process; return its stdout (fail with its output)."""
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=script.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode:
-        pytest.fail(
-            f"{script.name} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-            f"\n--- stderr\n{proc.stderr[-6000:]}",
-            pytrace=False,
-        )
-    return proc.stdout
+def run_recipe(script: Path, *args: str, env: dict[str, str], timeout: float = 120) -> Any:
+    """Run a recipe script in its own process, in ``env`` alone; return its JSON result."""
+    return run_json([script, *args], env=env, inherit=False, cwd=script.parent, timeout=timeout)

@@ -7,13 +7,12 @@ and an unpatched client sending 100 tasks that each run ``pg_sleep(0.2)``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import pytest
 
-from tests.recipes.conftest import EXAMPLES, StartServer, run_script
+from tests.recipes.conftest import EXAMPLES, StartServer, run_recipe
 from tests.support.env import require
 
 APP = EXAMPLES / "celery_worker"
@@ -53,9 +52,7 @@ def test_pool_runs_100_queries_at_once(
         env=env,
         name=f"celery-{pool}",
     )
-    out = json.loads(
-        run_script(APP / "run_burst.py", str(TASKS), str(SLEEP), env=env).splitlines()[-1]
-    )
+    out = run_recipe(APP / "run_burst.py", str(TASKS), str(SLEEP), env=env)
     baseline, measured = out["baseline"], out["measured"]
     results = measured["results"]
     assert len(results) == TASKS
@@ -138,7 +135,7 @@ def test_django_pooled_backend_under_celery_gevent(
         env=env,
         name="celery-django",
     )
-    out = json.loads(run_script(APP / "run_django_burst.py", "20", "0.2", env=env).splitlines()[-1])
+    out = run_recipe(APP / "run_django_burst.py", "20", "0.2", env=env)
     results = out["results"]
     assert len(results) == 20, worker.log.read_text()[-3000:]
     assert {r["engine"] for r in results} == {"psycogreen.core.django"}

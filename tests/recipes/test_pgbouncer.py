@@ -7,10 +7,9 @@ transaction pooling breaks, checked for what they do.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.recipes.conftest import EXAMPLES, run_script
+from tests.recipes.conftest import EXAMPLES, run_recipe
 from tests.support.env import require
 
 SCRIPT = EXAMPLES / "pgbouncer" / "through_pgbouncer.py"
@@ -21,7 +20,7 @@ def test_500_green_threads_through_20_server_connections(
 ) -> None:
     require("gevent")
     env = {**recipe_env, "PGBOUNCER_DSN": pgbouncer["dsn"]}
-    out = json.loads(run_script(SCRIPT, env=env, timeout=120).splitlines()[-1])
+    out = run_recipe(SCRIPT, env=env, timeout=120)
     burst = out["burst"]
     print(f"\npgbouncer: {burst}")
     assert out["scheduler"] == "gevent"

@@ -6,11 +6,9 @@ examples/sqlalchemy_pool/shared_pool.py runs in its own monkey-patched process a
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.recipes.conftest import EXAMPLES, run_script
+from tests.recipes.conftest import EXAMPLES, run_recipe
 from tests.support.env import require
 
 SCRIPT = EXAMPLES / "sqlalchemy_pool" / "shared_pool.py"
@@ -20,7 +18,7 @@ SCRIPT = EXAMPLES / "sqlalchemy_pool" / "shared_pool.py"
 def test_shared_queue_pool(sched: str, recipe_env: dict[str, str]) -> None:
     require("sqlalchemy")
     require(sched)
-    out = json.loads(run_script(SCRIPT, sched, env=recipe_env, timeout=60).splitlines()[-1])
+    out = run_recipe(SCRIPT, sched, env=recipe_env, timeout=60)
     print(f"\n{sched}: {out}")
     assert out["scheduler"] == sched
     # 200 green threads x 3 queries through 10 connections; 20 killed (5 inside a query).
@@ -56,7 +54,7 @@ def test_engine_on_the_green_pool(sched: str, recipe_env: dict[str, str]) -> Non
     """NullPool + creator=pool.getconn + close_returns: 200 green threads, 20 killed."""
     require("sqlalchemy")
     require(sched)
-    out = json.loads(run_script(GREEN, sched, env=recipe_env, timeout=60).splitlines()[-1])
+    out = run_recipe(GREEN, sched, env=recipe_env, timeout=60)
     print(f"\n{sched}: {out}")
     assert out["scheduler"] == sched
     assert out["killed_in_query"] == 5

@@ -16,19 +16,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "ChildFailedError", "child_env", "run_json"]
+__all__ = ["ROOT", "SOURCES", "ChildFailedError", "child_env", "run_json"]
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The packages' source folders, for a child that imports the checkout rather than the
+#: installed distributions (a benchmark run outside its hatch environment).
+SOURCES = tuple(ROOT / "packages" / name / "src" for name in ("core", "gevent", "eventlet"))
 
 
 class ChildFailedError(RuntimeError):
     """The child exited non-zero, timed out, or printed no JSON result; the message has its output."""
 
-    def __init__(self, what: str, stdout: str, stderr: str) -> None:
+    def __init__(self, what: str, stdout: str, stderr: str, *, summary: str) -> None:
         """Describe the failure ``what`` with the last lines of the child's output."""
         super().__init__(f"{what}\n--- stdout\n{_tail(stdout)}\n--- stderr\n{_tail(stderr)}")
         self.stdout = stdout
         self.stderr = stderr
+        #: One line for a report (``exit 1: ValueError: ...``, ``timed out after 60 s``).
+        self.reason = summary
 
 
 def _tail(text: str, lines: int = 60) -> str:
@@ -36,29 +41,46 @@ def _tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment, with the repository importable and ``extra`` on top."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+def child_env(
+    extra: Mapping[str, str] | None = None,
+    paths: Sequence[Path] = (),
+    drop: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """This process's environment for a child.
+
+    Without the variables whose names start with one of ``drop``, with ``paths`` and the
+    repository importable, and ``extra`` on top.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    path = os.pathsep.join(filter(None, [*map(str, paths), str(ROOT), inherited.get("PYTHONPATH")]))
+    return {**inherited, "PYTHONPATH": path, **(extra or {})}
 
 
 def run_json(
-    args: Sequence[str],
+    args: Sequence[object],
     *,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
     python: str | None = None,
+    paths: Sequence[Path] = (),
+    drop: tuple[str, ...] = (),
+    inherit: bool = True,
+    cwd: Path = ROOT,
 ) -> Any:
-    """Run ``python args...`` from the repository root and return the JSON of its last line.
+    """Run ``python args...`` (from ``cwd``) and return the JSON of its last line of output.
+
+    The child's environment is :func:`child_env`'s (``env`` on top), or with ``inherit=False``
+    ``env`` alone, as it is.
 
     :raises ChildFailedError: the child failed; the message carries its output's last lines.
     """
-    command = [python or sys.executable, *args]
+    argv = [str(arg) for arg in args]
+    command = [python or sys.executable, *argv]
     try:
         proc = subprocess.run(
             command,
-            cwd=ROOT,
-            env=child_env(env),
+            cwd=cwd,
+            env=child_env(env, paths, drop) if inherit else dict(env or {}),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -67,16 +89,18 @@ def run_json(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        raise ChildFailedError(
-            f"{' '.join(args)}: no result within {timeout:g} s", out, err
-        ) from exc
+        what = f"{' '.join(argv)}: no result within {timeout:g} s"
+        summary = f"timed out after {timeout:g} s"
+        raise ChildFailedError(what, out, err, summary=summary) from exc
     if proc.returncode != 0:
-        what = f"{' '.join(args)} exited {proc.returncode}"
-        raise ChildFailedError(what, proc.stdout, proc.stderr)
+        what = f"{' '.join(argv)} exited {proc.returncode}"
+        last = _tail(proc.stderr, 1) or _tail(proc.stdout, 1) or "?"
+        summary = f"exit {proc.returncode}: {last}"
+        raise ChildFailedError(what, proc.stdout, proc.stderr, summary=summary)
     lines = proc.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
     except (IndexError, ValueError) as exc:
-        raise ChildFailedError(
-            f"{' '.join(args)} printed no JSON result", proc.stdout, proc.stderr
-        ) from exc
+        what = f"{' '.join(argv)} printed no JSON result"
+        summary = "no JSON result"
+        raise ChildFailedError(what, proc.stdout, proc.stderr, summary=summary) from exc

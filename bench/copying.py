@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """COPY benchmark: psycogreen's cooperative COPY against psycopg2's own, blocking COPY.
 
-    python bench/copy.py [--rows 1000000] [--rounds 5] [--dsn DSN] [--profile]
+    python bench/copying.py [--rows 1000000] [--rounds 5] [--dsn DSN] [--profile]
 
 Prints a Markdown table: for text and binary COPY TO (table -> BytesIO) and COPY FROM
 (bytes -> table), the median wall time of psycopg2's own ``copy_expert`` with no wait callback
@@ -26,36 +26,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, and this file is named like the
-# standard library's ``copy`` module, which gevent, eventlet and psycopg2 import: drop it.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))  # tests.support: the monkey-patching, the child-process runner
 
 CHILD = len(sys.argv) > 2 and sys.argv[1] == "--child"
 VARIANT = sys.argv[2] if CHILD else ""
 
-if VARIANT == "gevent":
-    from gevent import monkey
+from tests.support.monkey import patch_for  # noqa: E402 (patches before anything else)
 
-    monkey.patch_all()
-elif VARIANT == "eventlet":
-    import warnings
-
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import eventlet
-
-    eventlet.monkey_patch()
+patch_for(VARIANT)
 
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.child import SOURCES, run_json  # noqa: E402
+
 SRC = "psycogreen_bench_copy_src"
 DST = "psycogreen_bench_copy_dst"
 FORMATS = {"text": "", "binary": "(FORMAT binary)"}
@@ -209,21 +199,8 @@ def setup(dsn: str, rows: int) -> None:
 def run_child(
     variant: str, fmt: str, dsn: str, rounds: int, *, profile: bool = False
 ) -> dict[str, Any]:
-    path = os.pathsep.join(
-        [str(ROOT / "packages" / p / "src") for p in ("core", "gevent", "eventlet")]
-        + [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    )
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, fmt, dsn, str(rounds), str(int(profile))],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": path},
-        timeout=1800,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{variant} {fmt} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = [__file__, "--child", variant, fmt, dsn, rounds, int(profile)]
+    result: dict[str, Any] = run_json(args, paths=SOURCES, timeout=1800)
     return result
 
 
