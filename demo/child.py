@@ -3,8 +3,8 @@
 
 A process can be monkey-patched for one scheduler only, so the demo runs this file once per
 mode. The scheduler is set up before psycopg2 is imported. Progress goes to the shared counters
-of ``demo/progress.py`` (``--progress``), the result to a JSON file (``--result``); anything the
-process prints, a traceback included, is for the parent to show if the mode fails.
+of ``demo/progress.py`` (``--progress``), the result to stdout as JSON, on the last line; anything
+else the process prints, a traceback included, is for the parent to show if the mode fails.
 
 The workload: ``--clients`` clients, each opening its own connection and running ``--queries``
 queries of which every fourth, starting with the first, is ``pg_sleep(--sleep)`` and the others
@@ -314,7 +314,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=0.05)
     parser.add_argument("--progress", help="the shared counters' file, made by the parent")
-    parser.add_argument("--result", required=True, help="write the result here, as JSON")
     return parser.parse_args(argv)
 
 
@@ -324,7 +323,7 @@ def main() -> int:
         result = run_interrupt(args)
     else:
         result = run_clients(args)
-    Path(args.result).write_text(json.dumps(result), encoding="utf-8")
+    print(json.dumps(result), flush=True)  # the last line: the parent reads it
     return 0
 
 

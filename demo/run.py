@@ -28,9 +28,8 @@ showcase still run, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,9 @@ from progress import Counters, ProgressLine
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CHILD = HERE / "child.py"
+sys.path.insert(1, str(ROOT))  # tests.support: the child-process runner, the throwaway server
+
+from tests.support.child import ChildFailedError, run_json  # noqa: E402
 
 #: mode -> label in the report, in the order the modes run.
 MODES = {
@@ -69,9 +71,8 @@ class Failure:
         return {"mode": self.mode, "failed": self.reason, "output_tail": self.tail}
 
 
-def child_command(args: argparse.Namespace, mode: str, dsn: str, result: Path) -> list[str]:
+def child_command(args: argparse.Namespace, mode: str, dsn: str) -> list[str]:
     return [
-        sys.executable,
         str(CHILD),
         "--mode",
         mode,
@@ -83,8 +84,6 @@ def child_command(args: argparse.Namespace, mode: str, dsn: str, result: Path) -
         str(args.queries),
         "--sleep",
         str(args.sleep),
-        "--result",
-        str(result),
     ]
 
 
@@ -99,53 +98,35 @@ def run_child(
 ) -> dict[str, Any] | Failure:
     """Run ``mode`` in a fresh interpreter, showing its progress; its result, or why it failed."""
     with tempfile.TemporaryDirectory(prefix="psycogreen-demo-") as tmp:
-        folder = Path(tmp)
-        result_file = folder / "result.json"
-        command = child_command(args, mode, dsn, result_file)
-        counters = None
+        command = child_command(args, mode, dsn)
+        counters = show = None
         if progress is not None:
-            counters = Counters(folder / "progress", create=True)
-            command += ["--progress", str(folder / "progress")]
-        with (folder / "output").open("w+", encoding="utf-8", errors="replace") as output:
-            # The child's output goes to a file, read only if it fails: a full pipe could
-            # stall the child, and its scheduler, on any print.
-            proc = subprocess.Popen(
+            counters = Counters(Path(tmp) / "progress", create=True)
+            command += ["--progress", str(Path(tmp) / "progress")]
+            show = functools.partial(_show, progress, counters)
+        try:
+            result = run_json(
                 command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={"PYTHONUNBUFFERED": "1"},
+                timeout=args.mode_timeout,
+                while_running=show,
             )
-            deadline = time.monotonic() + args.mode_timeout
-            timed_out = False
-            try:
-                while proc.poll() is None:
-                    if time.monotonic() > deadline:
-                        timed_out = True
-                        proc.kill()  # the child this function started
-                        proc.wait()
-                        break
-                    if progress is not None and counters is not None:
-                        progress.update(counters.read())
-                    time.sleep(0.1)
-            except BaseException:
-                proc.kill()  # the child this function started
-                proc.wait()
-                raise
-            finally:
-                if counters is not None:
-                    counters.close()
-            if not timed_out and proc.returncode == 0 and result_file.exists():
-                return dict(json.loads(result_file.read_text(encoding="utf-8")))
-            output.seek(0)
-            tail = last_lines(output.read())
-    if timed_out:
-        reason = f"timed out after {args.mode_timeout:g} s"
-    elif proc.returncode != 0:
-        reason = f"exit status {proc.returncode}"
-    else:
-        reason = "exit status 0 but no result"
-    return Failure(mode, reason, tail)
+        except ChildFailedError as exc:
+            if exc.returncode is None:
+                reason = f"timed out after {args.mode_timeout:g} s"
+            elif exc.returncode != 0:
+                reason = f"exit status {exc.returncode}"
+            else:
+                reason = "exit status 0 but no result"
+            return Failure(mode, reason, last_lines(exc.stdout + exc.stderr))
+        finally:
+            if counters is not None:
+                counters.close()
+    return dict(result)
+
+
+def _show(progress: ProgressLine, counters: Counters) -> None:
+    progress.update(counters.read())
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -351,7 +332,6 @@ def parent(args: argparse.Namespace) -> int:
     server = None
     dsn = args.dsn
     if dsn is None:
-        sys.path.insert(0, str(ROOT))
         from tests.support.postgres import ThrowawayPostgres
 
         print("Starting a throwaway PostgreSQL ...", end="", flush=True)

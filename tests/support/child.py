@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["ROOT", "SOURCES", "ChildFailedError", "child_env", "run_json"]
 
@@ -27,13 +29,23 @@ SOURCES = tuple(ROOT / "packages" / name / "src" for name in ("core", "gevent", 
 class ChildFailedError(RuntimeError):
     """The child exited non-zero, timed out, or printed no JSON result; the message has its output."""
 
-    def __init__(self, what: str, stdout: str, stderr: str, *, summary: str) -> None:
+    def __init__(
+        self,
+        what: str,
+        stdout: str,
+        stderr: str,
+        *,
+        summary: str,
+        returncode: int | None,
+    ) -> None:
         """Describe the failure ``what`` with the last lines of the child's output."""
         super().__init__(f"{what}\n--- stdout\n{_tail(stdout)}\n--- stderr\n{_tail(stderr)}")
         self.stdout = stdout
         self.stderr = stderr
         #: One line for a report (``exit 1: ValueError: ...``, ``timed out after 60 s``).
         self.reason = summary
+        #: The child's exit status; ``None`` when it was killed for running past its timeout.
+        self.returncode = returncode
 
 
 def _tail(text: str, lines: int = 60) -> str:
@@ -66,41 +78,69 @@ def run_json(
     drop: tuple[str, ...] = (),
     inherit: bool = True,
     cwd: Path = ROOT,
+    while_running: Callable[[], object] | None = None,
 ) -> Any:
     """Run ``python args...`` (from ``cwd``) and return the JSON of its last line of output.
 
     The child's environment is :func:`child_env`'s (``env`` on top), or with ``inherit=False``
-    ``env`` alone, as it is.
+    ``env`` alone, as it is. Its output goes to files, never to a pipe that could fill and
+    stall it; ``while_running`` is called every 0.1 s until it exits (a progress display).
+    The child is killed past ``timeout`` seconds, and when this process is interrupted.
 
     :raises ChildFailedError: the child failed; the message carries its output's last lines.
     """
     argv = [str(arg) for arg in args]
     command = [python or sys.executable, *argv]
-    try:
-        proc = subprocess.run(
-            command,
-            cwd=cwd,
-            env=child_env(env, paths, drop) if inherit else dict(env or {}),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+    environment = child_env(env, paths, drop) if inherit else dict(env or {})
+    with _output() as out, _output() as err:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        returncode = _wait(proc, timeout, while_running)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if returncode is None:
         what = f"{' '.join(argv)}: no result within {timeout:g} s"
         summary = f"timed out after {timeout:g} s"
-        raise ChildFailedError(what, out, err, summary=summary) from exc
-    if proc.returncode != 0:
-        what = f"{' '.join(argv)} exited {proc.returncode}"
-        last = _tail(proc.stderr, 1) or _tail(proc.stdout, 1) or "?"
-        summary = f"exit {proc.returncode}: {last}"
-        raise ChildFailedError(what, proc.stdout, proc.stderr, summary=summary)
-    lines = proc.stdout.strip().splitlines()
+        raise ChildFailedError(what, stdout, stderr, summary=summary, returncode=None)
+    if returncode != 0:
+        what = f"{' '.join(argv)} exited {returncode}"
+        summary = f"exit {returncode}: {_tail(stderr, 1) or _tail(stdout, 1) or '?'}"
+        raise ChildFailedError(what, stdout, stderr, summary=summary, returncode=returncode)
+    lines = stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
     except (IndexError, ValueError) as exc:
         what = f"{' '.join(argv)} printed no JSON result"
-        summary = "no JSON result"
-        raise ChildFailedError(what, proc.stdout, proc.stderr, summary=summary) from exc
+        raise ChildFailedError(
+            what, stdout, stderr, summary="no JSON result", returncode=0
+        ) from exc
+
+
+def _output() -> IO[str]:
+    """A file for one of the child's output streams (text, whatever bytes it writes)."""
+    return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout: float, while_running: Callable[[], object] | None
+) -> int | None:
+    """The child's exit status, or ``None`` once it ran past ``timeout`` (it is then killed)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                proc.kill()  # the child this module started
+                proc.wait()
+                return None
+            try:
+                return proc.wait(min(remaining, 0.1) if while_running else remaining)
+            except subprocess.TimeoutExpired:
+                if while_running is not None:
+                    while_running()
+    except BaseException:
+        proc.kill()  # interrupted: the child this module started goes too
+        proc.wait()
+        raise
