@@ -163,7 +163,9 @@ class _Job:
             self.read_error = copy.read_error
         except _copy_loop.Expired:
             # psycogreen's timeout: the statement is cancelled, and psycopg2 raises the
-            # server's QueryCanceled, as for any statement that timed out.
+            # server's QueryCanceled, as for any statement that timed out. The wait goes on
+            # for that answer past the deadline, which this COPY has reported and acted on.
+            _pollhook.settling.add(id(conn))
             copy.stop()
         except BaseException as exc:  # noqa: BLE001 (re-raised by run(), after psycopg2's result)
             self.interrupt = exc

@@ -285,6 +285,12 @@ def _drive(  # noqa: PLR0913, PLR0917 (the loop's state, passed on)
             _abandon(conn, backend, wait_read, wait_write, exc)
             raise
         if not ready:
+            if id(conn) in _pollhook.settling:
+                # A COPY ended for this deadline (``_copy_execute``): its cancel is sent, and
+                # the server's answer, which psycopg2 reads, is what is left to wait for.
+                _pollhook.settling.discard(id(conn))
+                deadline = time.monotonic() + _cancel.cancel_timeout()
+                continue
             connecting = _connecting(conn)
             if why == "deadline":
                 _observe.deadline_expired(conn, "connect" if connecting else "statement", timeout)

@@ -24,19 +24,24 @@ from collections.abc import Callable
 
 from psycogreen.core._compat import POLL_OK
 
-__all__ = ["after_ok", "hooks", "observe", "set_hook", "watchers"]
+__all__ = ["after_ok", "hooks", "observe", "set_hook", "settling", "watchers"]
 
 #: ``id(conn)`` -> what to do at each ``POLL_OK`` instead of returning it: a function of the
 #: connection returning the state to hand back to the wait callback.
 hooks: dict[int, Callable[[object], int]] = {}
 #: ``id(conn)`` -> a function called with the connection at every ``POLL_OK``.
 watchers: dict[int, Callable[[object], None]] = {}
+#: The ``id(conn)`` of connections whose hook already ended the operation for its deadline (a
+#: COPY stopped on the server): the wait callback then waits for the server's answer, bounded
+#: by the cancel timeout, instead of reporting the deadline and cancelling a second time.
+settling: set[int] = set()
 
 
 def set_hook(conn: object, hook: Callable[[object], int] | None) -> None:
     """Run ``hook`` at each of ``conn``'s ``POLL_OK`` (``None`` removes it)."""
     if hook is None:
         hooks.pop(id(conn), None)
+        settling.discard(id(conn))
     else:
         hooks[id(conn)] = hook
 
